@@ -1,0 +1,1 @@
+"""Everything that runs inside the pod-VM: initdata, guest agent, image puller, secure mount."""

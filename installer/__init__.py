@@ -1,0 +1,1 @@
+"""The node installer: runtime assets and the containerd runtime handler."""

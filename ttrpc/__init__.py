@@ -1,0 +1,1 @@
+"""An asyncio implementation of the ttrpc protocol (containerd/ttrpc PROTOCOL.md)."""
