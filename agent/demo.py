@@ -34,8 +34,7 @@ def main() -> int:
     missing = missing_components()
     if missing:
         print(
-            "contrast demo: not ready yet: the end-to-end pod path needs "
-            + ", ".join(missing),
+            "contrast demo: not ready yet: the end-to-end pod path needs " + ", ".join(missing),
             file=sys.stderr,
         )
         return 3

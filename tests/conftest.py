@@ -35,10 +35,7 @@ class SubprocessForbidden(RuntimeError):
 
 
 def _program_name(args: Any) -> str:
-    if isinstance(args, (str, bytes, os.PathLike)):
-        first = args
-    else:
-        first = next(iter(args))
+    first = args if isinstance(args, (str, bytes, os.PathLike)) else next(iter(args))
     return os.path.basename(os.fsdecode(first)).split()[0]
 
 
