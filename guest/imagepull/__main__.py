@@ -1,0 +1,5 @@
+import sys
+
+from guest.imagepull.cli import main
+
+sys.exit(main())
