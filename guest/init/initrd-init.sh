@@ -1,0 +1,67 @@
+#!/bin/busybox sh
+# /init of the contrast pod-VM initrd: verity root, then switch_root.
+# Every failure prints one "contrast-initrd:" line on the console and powers off.
+/bin/busybox mkdir -p /proc /sys /dev /newroot /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+
+fail() {
+    echo "contrast-initrd: $*" >/dev/console
+    echo "contrast-initrd: powering off" >/dev/console
+    sync
+    poweroff -f
+    sleep 5
+}
+
+for module in $(cat /etc/modules.order); do
+    insmod "/lib/modules/$module" || fail "cannot load kernel module $module"
+done
+
+roothash="" blocks="" hashoffset="" salt=""
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+        contrast.verity.roothash=*) roothash="${arg#*=}" ;;
+        contrast.verity.blocks=*) blocks="${arg#*=}" ;;
+        contrast.verity.hashoffset=*) hashoffset="${arg#*=}" ;;
+        contrast.verity.salt=*) salt="${arg#*=}" ;;
+    esac
+done
+[ -n "$roothash" ] && [ -n "$blocks" ] && [ -n "$hashoffset" ] && [ -n "$salt" ] ||
+    fail "dm-verity parameters missing from the kernel command line"
+
+# The root disk is the virtio-blk device whose serial is contrast-root, wherever
+# PCI enumeration put it.
+rootdev=""
+tries=0
+while [ -z "$rootdev" ]; do
+    for serial in /sys/block/vd*/serial; do
+        [ -e "$serial" ] || continue
+        if [ "$(cat "$serial")" = "contrast-root" ]; then
+            dev="${serial%/serial}"
+            rootdev="/dev/${dev##*/}"
+        fi
+    done
+    [ -n "$rootdev" ] && break
+    tries=$((tries + 1))
+    [ "$tries" -gt 200 ] && fail "root disk (serial contrast-root) not found"
+    sleep 0.05
+done
+
+# No udev here: libdevmapper creates /dev/mapper/root itself.
+export DM_DISABLE_UDEV=1
+veritysetup open --no-superblock --panic-on-corruption \
+    --data-blocks="$blocks" --hash-offset="$hashoffset" --salt="$salt" \
+    "$rootdev" root "$rootdev" "$roothash" >/dev/console 2>&1 ||
+    fail "dm-verity: cannot open the root device $rootdev"
+
+# A corrupted block panics the kernel (panic-on-corruption); a mount that fails
+# for any other reason is reported here.
+mount -t erofs -o ro /dev/mapper/root /newroot ||
+    fail "dm-verity: mounting the verified root failed"
+
+mount --move /dev /newroot/dev
+mount --move /sys /newroot/sys
+mount --move /proc /newroot/proc
+exec switch_root /newroot /sbin/contrast-init
