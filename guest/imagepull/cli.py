@@ -58,8 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.no_mount:
                 args.bundle.mkdir(parents=True, exist_ok=True)
                 puller.mount_rootfs(image, args.bundle)
-            print(f"{image.manifest_digest} {len(image.layers)} layers, "
-                  f"{image.fetched} fetched, {time.monotonic() - started:.3f}s")
+            print(
+                f"{image.manifest_digest} {len(image.layers)} layers, "
+                f"{image.fetched} fetched, {time.monotonic() - started:.3f}s"
+            )
             for layer in image.layers:
                 print(f"  {layer}")
         elif args.command == "remove":

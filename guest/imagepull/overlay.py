@@ -70,7 +70,11 @@ def unmount(target: Path, container_dir: Path | None) -> None:
             err = ctypes.get_errno()
             raise MountError(f"unmount {target}: {os.strerror(err)}")
         log.info("unmounted %s", target)
-    if target.is_dir():
+    try:
         target.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        raise MountError(f"cannot remove {target} after unmounting: {err}") from err
     if container_dir is not None:
         shutil.rmtree(container_dir, ignore_errors=True)

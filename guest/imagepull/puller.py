@@ -11,6 +11,8 @@ A second pull of a stored image reads only the store.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from guest.imagepull.config import PullerConfig
 from guest.imagepull.digest import Digest, Readable, read_verified
 from guest.imagepull.errors import ImagePullError, ManifestError
 from guest.imagepull.layer import fetch_layer
-from guest.imagepull.registry import RegistryClient
+from guest.imagepull.registry import RegistryClient, RegistrySource
 from guest.imagepull.store import LayerStore, StagedLayer
 from guest.imagepull.unpack import Limits
 
@@ -80,11 +82,12 @@ class ImagePuller:
         store: LayerStore,
         config: PullerConfig | None = None,
         options: PullerOptions | None = None,
-        client_factory: Callable[[str], RegistryClient] | None = None,
+        client_factory: Callable[[str], RegistrySource] | None = None,
     ) -> None:
         self.store = store
         self.config = config or PullerConfig()
         self.options = options or PullerOptions()
+        self._mount_lock = threading.Lock()
         self._client_factory = client_factory or (
             lambda registry: RegistryClient(registry, self.config, self.options.timeout)
         )
@@ -141,7 +144,7 @@ class ImagePuller:
         return PulledImage(where, digest, self._stack(manifest), 0)
 
     def _resolve(
-        self, client: RegistryClient, repository: str, digest: Digest, where: str
+        self, client: RegistrySource, repository: str, digest: Digest, where: str
     ) -> _Resolved:
         response = client.manifest(repository, digest)
         with response.body:
@@ -180,7 +183,7 @@ class ImagePuller:
         blobs.insert(0, (manifest.config.digest, config_data))
         return _Resolved(tuple(blobs), manifest, config)
 
-    def _fetch_layers(self, client: RegistryClient, repository: str, image: _Resolved) -> int:
+    def _fetch_layers(self, client: RegistrySource, repository: str, image: _Resolved) -> int:
         missing: dict[Digest, tuple[mf.Descriptor, Digest]] = {}
         for layer, diff_id in zip(image.manifest.layers, image.config.diff_ids, strict=True):
             if not self.store.has_layer(layer.digest):
@@ -233,8 +236,23 @@ class ImagePuller:
         layers = image.layers or (self._empty_layer(),)
         cdir = self.store.container_dir(bundle)
         rootfs = bundle / "rootfs"
-        overlay.mount(layers, cdir / "upper", cdir / "work", rootfs)
+        with self._mount_lock:
+            self._sweep_containers()
+            cdir.mkdir(parents=True, exist_ok=True)
+            (cdir / "bundle").write_text(str(bundle.resolve()))
+            overlay.mount(layers, cdir / "upper", cdir / "work", rootfs)
         return rootfs
+
+    def _sweep_containers(self) -> None:
+        """Drop upper layers whose rootfs was unmounted by someone else (the agent)."""
+        for cdir in (self.store.root / "containers").iterdir():
+            try:
+                bundle = Path((cdir / "bundle").read_text())
+            except OSError:
+                bundle = None
+            if bundle is None or not os.path.ismount(bundle / "rootfs"):
+                log.info("removing stale container layer %s (bundle %s)", cdir, bundle)
+                shutil.rmtree(cdir, ignore_errors=True)
 
     def _empty_layer(self) -> Path:
         path = self.store.root / "empty"
@@ -249,4 +267,5 @@ class ImagePuller:
 
     def remove_bundle(self, bundle: Path) -> None:
         """Unmount ``<bundle>/rootfs`` and drop its upper layer. Raises MountError."""
-        overlay.unmount(bundle / "rootfs", self.store.container_dir(bundle))
+        with self._mount_lock:
+            overlay.unmount(bundle / "rootfs", self.store.container_dir(bundle))

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from http.client import HTTPMessage
-from typing import IO, Any
+from typing import IO, Any, Protocol
 from urllib.parse import urlsplit
 
 from guest.imagepull import manifest as mf
@@ -149,6 +149,14 @@ def _error_detail(body: bytes) -> str:
         pass
     text = body.decode("utf-8", "replace").strip()
     return f" ({text[:200]})" if text else ""
+
+
+class RegistrySource(Protocol):
+    """What the puller needs from a registry: the seam tests replace."""
+
+    def manifest(self, repository: str, digest: Digest) -> Response: ...
+
+    def blob(self, repository: str, digest: Digest) -> Response: ...
 
 
 class RegistryClient:
