@@ -91,13 +91,13 @@ class Endpoint:
             return self._opener.open(request, timeout=self.timeout)
         except urllib.error.HTTPError as err:
             return err
-        except ssl.SSLCertVerificationError as err:
-            raise RegistryError(
-                f"registry {self.host}: TLS certificate not trusted ({err.verify_message}); "
-                "add its CA to ca_files in the registry config"
-            ) from err
         except (urllib.error.URLError, OSError) as err:
             reason = err.reason if isinstance(err, urllib.error.URLError) else err
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise RegistryError(
+                    f"{urlsplit(url).netloc}: TLS certificate not trusted "
+                    f"({reason.verify_message}); add its CA to ca_files in the registry config"
+                ) from err
             raise RegistryError(f"cannot reach {url}: {reason}") from err
 
     def _fetch_token(self, url: str, headers: dict[str, str]) -> TokenResponse:

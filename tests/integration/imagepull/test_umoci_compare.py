@@ -95,7 +95,7 @@ def tree(root: Path) -> dict[str, tuple[object, ...]]:
                 detail = os.readlink(path)
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
                 detail = (os.major(st.st_rdev), os.minor(st.st_rdev))
-            xattrs = ()
+            xattrs: tuple[tuple[str, bytes], ...] = ()
             if not stat.S_ISLNK(st.st_mode):
                 xattrs = tuple(
                     sorted(
