@@ -47,10 +47,11 @@ def install(bundle: Bundle, opts: Options, out: TextIO) -> None:
     """
     would = "would " if opts.dry_run else ""
     print(f"handler {bundle.handler}", file=out)
+    # Planned first: a config we cannot patch stops us before anything is written.
+    change = configfile.plan_add(opts.host, opts.target, runtime_entry(bundle), opts.config_version)
     for done in assets.install_assets(bundle, opts.host.root, dry_run=opts.dry_run):
         verb = "unchanged" if done.action is Action.UNCHANGED else would + done.action.value
         print(f"asset {done.path}: {verb}", file=out)
-    change = configfile.plan_add(opts.host, opts.target, runtime_entry(bundle), opts.config_version)
     _apply_config(change, opts, out)
 
 
