@@ -1,0 +1,1 @@
+"""The pod-VM manager: typed QEMU configuration, argument list, QMP control, supervision."""

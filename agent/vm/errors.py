@@ -1,0 +1,31 @@
+"""Errors of the VM manager. Everything it raises is a VMError."""
+
+from __future__ import annotations
+
+
+class VMError(Exception):
+    """Root of the VM manager's errors."""
+
+
+class ConfigError(VMError):
+    """A VM configuration value is invalid; the message names the field and the value."""
+
+
+class QemuError(VMError):
+    """QEMU could not be started, or a QMP command failed."""
+
+
+class BootError(VMError):
+    """The guest did not reach readiness; carries the console tail."""
+
+    def __init__(self, message: str, console_tail: str) -> None:
+        self.console_tail = console_tail
+        super().__init__(f"{message}\n--- guest console (tail) ---\n{console_tail}")
+
+
+class VerityError(BootError):
+    """The guest's dm-verity check of its root image failed."""
+
+
+class VMExitedError(VMError):
+    """The operation needs a running VM but QEMU has exited."""

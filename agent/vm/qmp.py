@@ -1,0 +1,75 @@
+"""The QMP control channel, through ``qemu.qmp``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import EventListener, QMPClient, QMPError
+from qemu.qmp.qmp_client import ExecuteError
+
+from agent.vm.errors import QemuError
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    """One QMP session to one QEMU: commands, status and device-removal events."""
+
+    def __init__(self, name: str) -> None:
+        self._client = QMPClient(name)
+        self._name = name
+
+    async def connect(self, socket: Path, timeout: float) -> dict[str, Any]:
+        """Connect, read the greeting and negotiate capabilities; return QEMU's version
+        from the greeting (``{"qemu": {"major": ..}, "package": ..}``).
+
+        Raises QemuError when QEMU does not answer within ``timeout`` seconds.
+        """
+        try:
+            await asyncio.wait_for(self._client.connect(str(socket)), timeout)
+        except (QMPError, OSError, TimeoutError) as err:
+            raise QemuError(f"{self._name}: QMP connection to {socket} failed: {err}") from err
+        greeting = self._client.greeting
+        if greeting is None:
+            raise QemuError(f"{self._name}: QMP session without a greeting")
+        return dict(greeting.QMP.version)
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        """Run a QMP command; raises QemuError with QEMU's error text on failure."""
+        try:
+            return await self._client.execute(command, arguments)
+        except ExecuteError as err:
+            raise QemuError(f"{self._name}: QMP {command} failed: {err.error.error.desc}") from err
+        except QMPError as err:
+            raise QemuError(f"{self._name}: QMP {command} failed: {err}") from err
+
+    async def status(self) -> str:
+        """The run state from query-status (e.g. "running", "paused")."""
+        reply = await self.execute("query-status")
+        return str(reply["status"])
+
+    def listen_device_deleted(self, device_id: str) -> EventListener:
+        """A listener for DEVICE_DELETED of ``device_id``; register before device_del."""
+
+        def accept(event: Any) -> bool:
+            return bool(
+                event["event"] == "DEVICE_DELETED"
+                and event.get("data", {}).get("device") == device_id
+            )
+
+        listener = EventListener(("DEVICE_DELETED",), accept)
+        self._client.register_listener(listener)
+        return listener
+
+    def remove_listener(self, listener: EventListener) -> None:
+        self._client.remove_listener(listener)
+
+    async def close(self) -> None:
+        """Disconnect; errors of a connection QEMU already closed are not interesting."""
+        try:
+            await self._client.disconnect()
+        except (QMPError, EOFError, OSError) as err:
+            log.debug("%s: QMP disconnect: %s", self._name, err)

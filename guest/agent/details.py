@@ -1,0 +1,86 @@
+"""Facts about the running guest that GetGuestDetails reports.
+
+They travel in ``AgentDetails.extra_features`` as ``key=value`` strings (the Kata
+message has no field for them): the root mount and its device-mapper identity, which
+proves the root is the dm-verity device, and the virtio block devices the guest sees.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BlockDevice:
+    name: str
+    serial: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class RootMount:
+    device: str
+    fstype: str
+    options: str
+    dm_name: str
+    dm_uuid: str
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def root_mount(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> RootMount | None:
+    """The file system mounted on / (the last such entry), with its dm name and uuid."""
+    found = None
+    for line in _read(proc / "mounts").splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == "/" and fields[0] != "rootfs":
+            found = fields
+    if found is None:
+        return None
+    device, fstype, options = found[0], found[2], found[3]
+    dm_name = dm_uuid = ""
+    # Without udev /dev/mapper/root is a device node, not a symlink to dm-N: go by number.
+    try:
+        rdev = Path(device).stat().st_rdev if device.startswith("/dev/") else 0
+    except OSError:
+        rdev = 0
+    if rdev:
+        dm = sys / "dev/block" / f"{os.major(rdev)}:{os.minor(rdev)}" / "dm"
+        dm_name, dm_uuid = _read(dm / "name"), _read(dm / "uuid")
+    return RootMount(device, fstype, options, dm_name, dm_uuid)
+
+
+def block_devices(sys: Path = Path("/sys")) -> list[BlockDevice]:
+    """The virtio block devices (vd*) with serial and size."""
+    devices = []
+    for entry in sorted((sys / "block").glob("vd*")):
+        sectors = _read(entry / "size")
+        devices.append(
+            BlockDevice(
+                entry.name, _read(entry / "serial"), int(sectors) * 512 if sectors.isdigit() else 0
+            )
+        )
+    return devices
+
+
+def as_features(root: RootMount | None, devices: list[BlockDevice]) -> list[str]:
+    """The facts as ``key=value`` strings, in a stable order."""
+    features = []
+    if root is not None:
+        features += [
+            f"root.device={root.device}",
+            f"root.fstype={root.fstype}",
+            f"root.options={root.options}",
+            f"root.dm-name={root.dm_name}",
+            f"root.dm-uuid={root.dm_uuid}",
+        ]
+    for dev in devices:
+        features.append(f"block.{dev.name}=serial:{dev.serial},bytes:{dev.size_bytes}")
+    return features
