@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     proc.add_argument("--output", type=Path, default=OUTPUT_DIR)
     proc.add_argument("--disk", type=Path, help="the initdata disk (default: probe --dev-dir)")
     proc.add_argument("--dev-dir", type=Path, default=Path("/dev"))
+    proc.add_argument("--cmdline", type=Path, default=tee.CMDLINE, help=argparse.SUPPRESS)
     proc.set_defaults(run=_process)
     return parser
 
@@ -177,7 +178,7 @@ def _process(args: argparse.Namespace) -> int:
         except InitdataError as err:
             outcome = refuse(str(err), args.output)
         else:
-            outcome = process(disk_path, tee.detect(), args.output)
+            outcome = process(disk_path, tee.detect(cmdline=args.cmdline), args.output)
     except InitdataError as err:
         print(f"initdata: nothing could be published: {err}", file=sys.stderr)
         return 2

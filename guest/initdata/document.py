@@ -16,8 +16,8 @@ guest image ships ``guest/`` alone.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +36,19 @@ POLICY_NAME = "policy.rego"
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 MAX_NAME_BYTES = 255
 MAX_ENTRIES = 256
+MAX_DOTS_PER_LINE = 32
+
+# Strings (multi-line first), comments, newlines and dots: enough of TOML's lexical
+# structure to find the dots that are not inside a string or a comment.
+_TOKENS = re.compile(
+    r'"""(?:\\.|[^\\])*?"""'
+    r"|'''.*?'''"
+    r'|"(?:\\.|[^"\\\n])*"'
+    r"|'[^'\n]*'"
+    r"|#[^\n]*"
+    r"|[.\n]",
+    re.DOTALL,
+)
 
 
 @dataclass(frozen=True)
@@ -76,10 +89,13 @@ def parse(raw: bytes) -> Initdata:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InitdataError(f"initdata document is not UTF-8: {err}") from err
+    _check_dotted_depth(text)
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise InitdataError(f"initdata document is not valid TOML: {err}") from err
+    except RecursionError as err:
+        raise InitdataError("initdata document nests arrays or tables too deeply") from err
     version = doc.get("version")
     if version != VERSION:
         raise InitdataError(f"unsupported initdata version {version!r} (supported: {VERSION!r})")
@@ -98,6 +114,33 @@ def parse(raw: bytes) -> Initdata:
     return Initdata(
         raw=raw, version=version, algorithm=algorithm, data=MappingProxyType(_entries(table))
     )
+
+
+def _check_dotted_depth(text: str) -> None:
+    """Refuse lines with many unquoted dots before tomllib sees them.
+
+    tomllib's cost grows with the square of a dotted key's depth (``a.a.a...`` of 10k
+    parts takes ~400 MiB), so a tiny gzip could exhaust the host or the guest. Valid
+    initdata keys are at most two levels deep; outside strings and comments a dot only
+    appears in keys, table headers and numbers, so a line with more than
+    :data:`MAX_DOTS_PER_LINE` of them is refused.
+    """
+    dots = 0
+    line = 1
+    for match in _TOKENS.finditer(text):
+        lexeme = match.group()
+        if lexeme == ".":
+            dots += 1
+            if dots > MAX_DOTS_PER_LINE:
+                raise InitdataError(
+                    f"initdata document line {line} has more than {MAX_DOTS_PER_LINE} "
+                    "unquoted dots (deeply dotted keys are refused)"
+                )
+        elif lexeme == "\n":
+            dots = 0
+            line += 1
+        else:
+            line += lexeme.count("\n")
 
 
 def _entries(table: dict[str, object]) -> dict[str, str]:
@@ -155,7 +198,9 @@ def create(data: Mapping[str, str], algorithm: str = "sha384") -> Initdata:
     for name in data:
         check_name(name)
     lines = [f'version = "{VERSION}"', f'algorithm = "{algorithm}"', "", "[data]"]
-    lines += [f"{json.dumps(name)} = {_toml_string(value)}" for name, value in sorted(data.items())]
+    lines += [
+        f"{_basic_string(name)} = {_toml_string(value)}" for name, value in sorted(data.items())
+    ]
     try:
         raw = ("\n".join(lines) + "\n").encode("utf-8")
     except UnicodeEncodeError as err:
