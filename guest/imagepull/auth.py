@@ -85,6 +85,11 @@ class Authenticator:
                 return f"Bearer {cached[0]}"
         return None
 
+    def forget(self, scope: str) -> None:
+        """Drop the cached token for ``scope`` (the registry refused it)."""
+        with self._lock:
+            self._tokens.pop(scope, None)
+
     def answer(
         self, challenge_header: str | None, scope: str, sent: str | None, fetch: TokenFetcher
     ) -> str:

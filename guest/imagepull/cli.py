@@ -71,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from guest.imagepull.service import serve
 
+            store.clean_staging()  # leftovers of pulls a previous instance did not finish
             asyncio.run(serve(puller, args.socket))
     except ImagePullError as err:
         print(f"imagepull: {err}", file=sys.stderr)

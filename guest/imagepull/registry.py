@@ -114,13 +114,18 @@ class Endpoint:
         scope = f"repository:{repository}:pull"
         headers = {"Accept": accept} if accept else {}
         sent = self.auth.header_for(scope)
-        for _ in range(3):
+        # A cached token the registry refuses (expired early, revoked) is renewed once.
+        from_cache = sent is not None
+        for _ in range(4):
             if sent is not None:
                 headers["Authorization"] = sent
             response = self._open(url, headers)
             if response.status == 401:
                 challenge = response.headers.get("WWW-Authenticate")
                 response.close()
+                if from_cache:
+                    self.auth.forget(scope)
+                    sent, from_cache = None, False
                 sent = self.auth.answer(challenge, scope, sent, self._fetch_token)
                 continue
             if response.status == 200:

@@ -120,3 +120,19 @@ def test_token_auth(
         pull(token_registry, digest, tmp_path / "wrong", creds=("puller", "nope"))
     with pytest.raises(AuthError, match="rejected the credentials for user anonymous"):
         pull(token_registry, digest, tmp_path / "anon", creds=None)
+
+
+def test_skip_verify_without_ca(
+    basic_registry: Registry, image: tuple[ob.Image, Path], tmp_path: Path
+) -> None:
+    img, layout = image
+    digest = basic_registry.push(layout, "auth/app", "v1")
+    user, password = next(iter(USERS.items()))
+    settings = config.parse(
+        f'[registries."{basic_registry.host}"]\nskip_verify = true\n'
+        f'username = "{user}"\npassword = "{password}"\n'
+    )
+    pulled = ImagePuller(LayerStore(tmp_path / "store"), settings).pull(
+        f"{basic_registry.host}/auth/app@{digest}"
+    )
+    assert pulled.manifest_digest.hex == img.manifest_digest.removeprefix("sha256:")

@@ -154,3 +154,17 @@ def test_not_enough_space(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not enough space"):
         p.pull(f"{HOST}/app@{img.manifest_digest}")
     assert published(tmp_path / "store") == []
+
+
+def test_docker_v2_media_types(tmp_path: Path) -> None:
+    img = image(2)
+    manifest = json.loads(img.manifest)
+    manifest["mediaType"] = mf.DOCKER_MANIFEST
+    manifest["config"]["mediaType"] = mf.DOCKER_CONFIG
+    for layer in manifest["layers"]:
+        if layer["mediaType"].endswith("gzip"):
+            layer["mediaType"] = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    data = json.dumps(manifest).encode()
+    fake = FakeRegistry({**img.blobs, ob.sha256(data): data})
+    pulled = puller(tmp_path, fake).pull(f"{HOST}/app@{ob.sha256(data)}")
+    assert (pulled.layers[-1] / "f0").read_bytes() == b"layer 0" * 100

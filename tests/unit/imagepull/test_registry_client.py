@@ -7,6 +7,7 @@ header must not follow), mirror fallback, proxies from the environment, error bo
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -117,3 +118,34 @@ def test_unreachable_registry() -> None:
         pass
     with pytest.raises(RegistryError, match="cannot reach"):
         client(host).blob("app", DIGEST)
+
+
+def test_refused_cached_token_is_renewed_once() -> None:
+    tokens = iter(["T1", "T2"])
+    issued: list[str] = []
+
+    def token_server(h: http.server.BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+        issued.append(next(tokens))
+        return 200, {}, json.dumps({"token": issued[-1], "expires_in": 300}).encode()
+
+    with server(token_server) as (auth_host, _):
+
+        def registry(h: http.server.BaseHTTPRequestHandler) -> tuple[int, dict[str, str], bytes]:
+            # Accepts T1 once, then only T2 (as if T1 had been revoked).
+            ok = h.headers.get("Authorization") == f"Bearer {issued[-1]}" if issued else False
+            if ok and not (issued[-1] == "T1" and h.path.endswith("second")):
+                return 200, {}, b"blob"
+            challenge = f'Bearer realm="http://{auth_host}/token",service="reg"'
+            return 401, {"WWW-Authenticate": challenge}, b""
+
+        with server(registry) as (host, seen):
+            endpoint = client(host).endpoints[0]
+            assert endpoint.get("app", "first").body.read() == b"blob"
+            assert endpoint.get("app", "second").body.read() == b"blob"
+    assert issued == ["T1", "T2"]
+    assert [h.get("Authorization") for _, h in seen] == [
+        None,
+        "Bearer T1",
+        "Bearer T1",
+        "Bearer T2",
+    ]
