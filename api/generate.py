@@ -87,10 +87,15 @@ def main(argv: list[str] | None = None) -> int:
         for line in stale:
             print(line, file=sys.stderr)
         return 1 if stale else 0
-    for old in (p for folder in PROTO_DIRS for p in (ROOT / folder).rglob("*_pb2.py*")):
-        old.unlink()
-    for written in generate(ROOT):
-        print(written)
+    # Generate aside first: a proto that fails to compile must not cost us the old modules.
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = generate(Path(tmp))
+        for old in (p for folder in PROTO_DIRS for p in (ROOT / folder).rglob("*_pb2.py*")):
+            if old.relative_to(ROOT) not in fresh:
+                old.unlink()
+        for rel in fresh:
+            (ROOT / rel).write_bytes((Path(tmp) / rel).read_bytes())
+            print(rel)
     return 0
 
 
