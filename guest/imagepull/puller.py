@@ -233,7 +233,7 @@ class ImagePuller:
 
         Raises MountError.
         """
-        layers = image.layers or (self._empty_layer(),)
+        layers = tuple(self.store.short_path(p) for p in image.layers) or (self._empty_layer(),)
         cdir = self.store.container_dir(bundle)
         rootfs = bundle / "rootfs"
         with self._mount_lock:

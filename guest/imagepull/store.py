@@ -5,6 +5,8 @@
 <root>/blobs/sha256/<hex>       verified manifest, index or config bytes
 <root>/staging/<random>/        layers being fetched; discarded on failure
 <root>/containers/<id>/         per-bundle overlay upper and work directories
+<root>/l/<16 hex>               short symlink to a layer, to fit many layers into the
+                                one page of mount options overlayfs accepts
 ```
 
 A layer appears under its digest only by ``rename`` of a staging directory that was
@@ -19,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +31,7 @@ from guest.imagepull.errors import StoreError, VerificationError
 log = logging.getLogger(__name__)
 # Kept free for everything else on the disk; pulls needing more fail early.
 DEFAULT_RESERVE = 64 << 20
+SHORT = 16
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,32 @@ class LayerStore:
             raise StoreError(f"store path {root} must not contain ':', ',' or '\\' (overlayfs)")
         self.root = root
         self.reserve = reserve
-        for sub in ("sha256", "sha512", "blobs/sha256", "blobs/sha512", "staging", "containers"):
+        subs = ("sha256", "sha512", "blobs/sha256", "blobs/sha512", "staging", "containers", "l")
+        for sub in subs:
             (root / sub).mkdir(parents=True, exist_ok=True)
 
     def layer_path(self, digest: Digest) -> Path:
         return self.root / digest.algorithm / digest.hex
+
+    def short_path(self, layer: Path) -> Path:
+        """A short symlink naming the stored layer directory ``layer``.
+
+        Named by 16 hex digits of the digest; an existing link pointing elsewhere (a
+        prefix collision) raises StoreError instead of mounting the wrong layer.
+        """
+        target = f"../{layer.parent.name}/{layer.name}"
+        link = self.root / "l" / layer.name[:SHORT]
+        try:
+            current = str(link.readlink())
+        except FileNotFoundError:
+            tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            tmp.rename(link)
+            current = str(link.readlink())
+        if current != target:
+            raise StoreError(f"short layer name {link} already names {current}, not {target}")
+        return link
 
     def has_layer(self, digest: Digest) -> bool:
         return self.layer_path(digest).is_dir()
