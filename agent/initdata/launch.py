@@ -1,18 +1,19 @@
 """What the VM manager needs to launch a pod-VM bound to a pod's initdata.
 
-- the initdata disk image file (raw, attached read-only as virtio-blk with id and
-  serial ``initdata``), written atomically into the sandbox's state directory;
-- the confidential-guest property: SNP ``host-data`` (base64 of 32 bytes) on the
-  ``sev-snp-guest`` object, TDX ``mrconfigid`` (base64 of 48 bytes) on ``tdx-guest``;
+- the initdata disk image file, written atomically into the sandbox's state
+  directory and attached read-only as a virtio-blk disk with id and serial
+  ``initdata`` (:meth:`InitdataLaunch.disk`);
+- the launch binding: SNP ``host-data`` (32 bytes) or TDX ``mrconfigid`` (48 bytes)
+  as the VM manager's typed :class:`~agent.vm.config.SnpLaunch` /
+  :class:`~agent.vm.config.TdxLaunch`;
 - on the insecure platform, kernel command line words carrying the digest instead.
 
-The VM manager merges these into its own typed QEMU configuration; nothing here knows
-about the rest of the command line.
+The sandbox layer merges these into its :class:`~agent.vm.config.VMConfig`; the VM
+manager itself knows nothing of initdata.
 """
 
 from __future__ import annotations
 
-import base64
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 
 from agent.initdata.errors import InitdataError
 from agent.initdata.pod import PodInitdata
+from agent.vm.config import Disk, SnpLaunch, TdxLaunch
+from agent.vm.config import Platform as VmPlatform
 from guest.initdata import disk
 from guest.initdata import errors as guest_errors
 from guest.initdata.binding import Platform, insecure_cmdline
@@ -27,45 +30,43 @@ from guest.initdata.binding import Platform, insecure_cmdline
 DISK_NAME = "initdata.img"
 DEVICE_ID = "initdata"
 
+_BINDING = {
+    VmPlatform.SNP: Platform.SNP,
+    VmPlatform.TDX: Platform.TDX,
+    VmPlatform.INSECURE: Platform.INSECURE,
+}
+
 
 @dataclass(frozen=True)
 class InitdataLaunch:
     """The launch material for one pod-VM."""
 
-    platform: Platform
+    platform: VmPlatform
     digest: bytes
     bound_value: bytes
     disk_path: Path
 
-    def confidential_properties(self) -> dict[str, str]:
-        """Properties for the platform's confidential-guest QEMU object."""
-        encoded = base64.b64encode(self.bound_value).decode("ascii")
-        if self.platform is Platform.SNP:
-            return {"host-data": encoded}
-        if self.platform is Platform.TDX:
-            return {"mrconfigid": encoded}
-        return {}
+    def disk(self) -> Disk:
+        """The read-only virtio-blk disk carrying the document."""
+        return Disk(id=DEVICE_ID, path=self.disk_path, read_only=True, serial=DEVICE_ID)
+
+    def snp(self, **params: int) -> SnpLaunch | None:
+        """SNP launch parameters with ``host_data`` bound (``params``: cbitpos, policy...)."""
+        if self.platform is not VmPlatform.SNP:
+            return None
+        return SnpLaunch(host_data=self.bound_value, **params)
+
+    def tdx(self) -> TdxLaunch | None:
+        """TDX launch parameters with ``mrconfigid`` bound."""
+        if self.platform is not VmPlatform.TDX:
+            return None
+        return TdxLaunch(mrconfigid=self.bound_value)
 
     def kernel_cmdline(self) -> tuple[str, ...]:
         """Extra kernel command line words (insecure platform only)."""
-        if self.platform is Platform.INSECURE:
+        if self.platform is VmPlatform.INSECURE:
             return insecure_cmdline(self.digest)
         return ()
-
-    def qemu_disk_args(self) -> list[str]:
-        """``-drive``/``-device`` arguments attaching the disk read-only as virtio-blk."""
-        path = qemu_escape(str(self.disk_path))
-        return [
-            "-drive",
-            f"if=none,id={DEVICE_ID},file={path},format=raw,readonly=on",
-            "-device",
-            f"virtio-blk-pci,drive={DEVICE_ID},serial={DEVICE_ID}",
-        ]
-
-
-def qemu_escape(value: str) -> str:
-    """Escape a value for a QEMU option list: a comma is written twice."""
-    return value.replace(",", ",,")
 
 
 def disk_image(pod: PodInitdata) -> bytes:
@@ -100,13 +101,13 @@ def write_disk(path: Path, image: bytes) -> None:
         raise InitdataError(f"cannot write the initdata disk {path}: {err}") from err
 
 
-def prepare(pod: PodInitdata, platform: Platform, state_dir: Path) -> InitdataLaunch:
+def prepare(pod: PodInitdata, platform: VmPlatform, state_dir: Path) -> InitdataLaunch:
     """Write the disk into ``state_dir`` and return the launch material for ``platform``."""
     path = state_dir / DISK_NAME
     write_disk(path, disk_image(pod))
     return InitdataLaunch(
         platform=platform,
         digest=pod.digest,
-        bound_value=pod.bound_value(platform),
+        bound_value=pod.bound_value(_BINDING[platform]),
         disk_path=path,
     )

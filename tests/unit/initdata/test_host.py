@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from agent.initdata import ANNOTATION, InitdataError, from_annotation, from_annotations, prepare
-from agent.initdata.launch import InitdataLaunch, disk_image, qemu_escape, write_disk
+from agent.initdata.launch import disk_image, write_disk
 from agent.initdata.pod import from_toml
+from agent.vm.config import Disk
+from agent.vm.config import Platform as VmPlatform
 from guest.initdata import codec, disk, document
 from guest.initdata.binding import Platform
 from tests.unit.initdata import vectors
@@ -68,58 +70,33 @@ def kata_default_with_policy() -> bytes:
 
 def test_snp_launch(tmp_path: Path) -> None:
     pod = from_toml(kata_default_with_policy())
-    launch = prepare(pod, Platform.SNP, tmp_path)
-    host_data = base64.b64decode(launch.confidential_properties()["host-data"])
-    assert host_data == pod.digest and len(host_data) == 32  # sha256 fills HOST_DATA exactly
-    assert list(launch.confidential_properties()) == ["host-data"]
+    launch = prepare(pod, VmPlatform.SNP, tmp_path)
+    snp = launch.snp(policy=0x30000)
+    assert snp is not None and snp.host_data == pod.digest  # sha256 fills HOST_DATA exactly
+    assert launch.tdx() is None
     assert launch.kernel_cmdline() == ()
-    assert launch.disk_path == tmp_path / "initdata.img"
-    assert launch.qemu_disk_args() == [
-        "-drive",
-        f"if=none,id=initdata,file={tmp_path}/initdata.img,format=raw,readonly=on",
-        "-device",
-        "virtio-blk-pci,drive=initdata,serial=initdata",
-    ]
+    assert launch.disk() == Disk(
+        id="initdata", path=tmp_path / "initdata.img", read_only=True, serial="initdata"
+    )
     assert disk.read(launch.disk_path) == pod.raw
-
-
-def test_kata_default_binding_values() -> None:
-    raw = vectors.read("kata-default-initdata.toml")
-    digest = document.parse(raw).digest
-    snp = InitdataLaunch(Platform.SNP, digest, digest, Path("/x"))
-    assert snp.confidential_properties() == {"host-data": vectors.KATA_DEFAULT_HOST_DATA_B64}
-    tdx = InitdataLaunch(Platform.TDX, digest, digest + bytes(16), Path("/x"))
-    mrconfigid = base64.b64decode(tdx.confidential_properties()["mrconfigid"])
-    assert mrconfigid.hex() == vectors.KATA_DEFAULT_SHA256 + "00" * 16
 
 
 def test_tdx_launch_sha384(tmp_path: Path) -> None:
     pod = from_annotation(vectors.read("caa-docs-initdata-example.annotation.b64").decode())
-    launch = prepare(pod, Platform.TDX, tmp_path)
-    assert launch.confidential_properties() == {
-        "mrconfigid": base64.b64encode(bytes.fromhex(vectors.CAA_SHA384)).decode()
-    }
-    assert launch.kernel_cmdline() == ()
+    launch = prepare(pod, VmPlatform.TDX, tmp_path)
+    tdx = launch.tdx()
+    assert tdx is not None and tdx.mrconfigid.hex() == vectors.CAA_SHA384
+    assert launch.snp() is None and launch.kernel_cmdline() == ()
 
 
 def test_insecure_launch(tmp_path: Path) -> None:
     pod = from_toml(kata_default_with_policy())
-    launch = prepare(pod, Platform.INSECURE, tmp_path)
-    assert launch.confidential_properties() == {}
+    launch = prepare(pod, VmPlatform.INSECURE, tmp_path)
+    assert launch.snp() is None and launch.tdx() is None
     assert launch.kernel_cmdline() == (
         "contrast.platform=insecure",
         f"contrast.initdata_digest={pod.digest.hex()}",
     )
-
-
-def test_disk_path_commas_are_escaped(tmp_path: Path) -> None:
-    state = tmp_path / "a,b=c"
-    state.mkdir()
-    launch = prepare(from_toml(kata_default_with_policy()), Platform.SNP, state)
-    assert launch.qemu_disk_args()[1] == (
-        f"if=none,id=initdata,file={tmp_path}/a,,b=c/initdata.img,format=raw,readonly=on"
-    )
-    assert qemu_escape("x,y,,z") == "x,,y,,,,z"
 
 
 def test_disk_file_is_written_atomically(tmp_path: Path) -> None:
