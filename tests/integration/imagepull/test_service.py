@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,23 @@ def test_stale_upper_layers_are_swept(registry: Registry, pushed: str, tmp_path:
     assert not store.container_dir(first).exists()
     assert store.container_dir(second).exists()
     puller.remove_bundle(second)
+
+
+def test_many_layers_fit_one_mount(registry: Registry) -> None:
+    layers = [
+        ob.Layer(ob.layer_tar([ob.file(f"from-{i:03d}", str(i).encode())])) for i in range(90)
+    ]
+    image = ob.build_image(layers)
+    digest = registry.upload(image.blobs, image.manifest, "service/many", "v1")
+    # A store path as short as the guest's; pytest's own temp paths are much longer.
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="ip") as short:
+        puller = ImagePuller(
+            LayerStore(Path(short) / "s"), config.parse(registry_settings_toml(registry))
+        )
+        bundle = Path(short) / "b"
+        puller.pull_into_bundle(f"{registry.host}/service/many@{digest}", bundle)
+        try:
+            names = sorted(p.name for p in (bundle / "rootfs").iterdir())
+            assert names == [f"from-{i:03d}" for i in range(90)]
+        finally:
+            puller.remove_bundle(bundle)
