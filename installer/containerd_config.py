@@ -32,6 +32,9 @@ CRI_RUNTIME_PLUGIN = {
     4: "io.containerd.cri.v1.runtime",
 }
 SUPPORTED_VERSIONS = tuple(sorted(CRI_RUNTIME_PLUGIN))
+# containerd's built-in runtimes map, used only while the config names no runtime.
+DEFAULT_RUNTIME = "runc"
+DEFAULT_RUNTIME_TYPE = "io.containerd.runc.v2"
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 TableLike = Table | OutOfOrderTableProxy | Container
@@ -95,7 +98,13 @@ def read_version(doc: Mapping[str, Any], source: str) -> int:
 
 
 def set_runtime(doc: TOMLDocument, version: int, entry: RuntimeEntry, source: str) -> bool:
-    """Make ``doc`` carry ``entry``; returns False when it already did (nothing changed)."""
+    """Make ``doc`` carry ``entry``; returns False when it already did (nothing changed).
+
+    A config that names no runtime at all relies on containerd's built-in ``runc``
+    entry. A runtimes table in the file replaces that built-in map (containerd 1.6's CRI
+    plugin then refuses to load: "no corresponding runtime configured … for
+    default_runtime_name"), so the ``runc`` entry is written out alongside ours.
+    """
     wanted = entry.values()
     path = runtimes_path(version)
     existing = _lookup(doc, path, source)
@@ -105,16 +114,34 @@ def set_runtime(doc: TOMLDocument, version: int, entry: RuntimeEntry, source: st
         and plain(existing[entry.handler]) == wanted
     ):
         return False
+    keep_default = (existing is None or not list(existing.keys())) and _default_runtime_is_runc(
+        doc, version
+    )
     before = plain(doc)
     runtimes = _ensure_tables(doc, path, source)
     style = _style_of(runtimes)
+    expected = before
+    if keep_default and entry.handler != DEFAULT_RUNTIME:
+        default = {"runtime_type": DEFAULT_RUNTIME_TYPE}
+        table = _build_table(default, style)
+        runtimes[DEFAULT_RUNTIME] = table
+        _indent_tables(table, style)
+        expected = with_runtime(expected, version, DEFAULT_RUNTIME, default)
     if entry.handler in runtimes:
         del runtimes[entry.handler]
     table = _build_table(wanted, style)
     runtimes[entry.handler] = table
     _indent_tables(table, style)
-    _verify(doc, with_runtime(before, version, entry.handler, wanted), source)
+    _verify(doc, with_runtime(expected, version, entry.handler, wanted), source)
     return True
+
+
+def _default_runtime_is_runc(doc: TOMLDocument, version: int) -> bool:
+    node: Any = plain(doc)
+    for key in runtimes_path(version)[:-1]:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    name = node.get("default_runtime_name", DEFAULT_RUNTIME) if isinstance(node, dict) else None
+    return bool(name == DEFAULT_RUNTIME)
 
 
 def remove_runtime(doc: TOMLDocument, version: int, handler: str, source: str) -> bool:

@@ -134,9 +134,10 @@ def test_missing_config_without_containerd_binary_gets_minimal_file(
     assert text.startswith("# Written by contrast-node-installer")
     config = tomllib.loads(text)
     assert config["version"] == 2
-    assert list(config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]) == [
-        handler_of(node)
-    ]
+    runtimes = config["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    # containerd's implicit runc entry is written out: a runtimes table replaces it.
+    assert list(runtimes) == ["runc", handler_of(node)]
+    assert runtimes["runc"] == {"runtime_type": "io.containerd.runc.v2"}
     assert backups(node) == []
     assert node.config.stat().st_mode & 0o777 == 0o644
 

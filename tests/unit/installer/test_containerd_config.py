@@ -112,12 +112,32 @@ def test_changed_entry_is_replaced_in_place() -> None:
     assert doc.as_string().count(f"runtimes.{HANDLER}]") == 1
 
 
-def test_minimal_config_gets_the_whole_table_path() -> None:
-    new = patch("version = 2\n")
-    assert runtime_of(new, "io.containerd.grpc.v1.cri")["runtime_type"] == (
-        "io.containerd.contrast-cc.v2"
+@pytest.mark.parametrize(
+    ("text", "plugin"),
+    [
+        ("version = 2\n", "io.containerd.grpc.v1.cri"),
+        ("version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n", "io.containerd.cri.v1.runtime"),
+        (
+            "version = 4\n[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes]\n",
+            "io.containerd.cri.v1.runtime",
+        ),
+    ],
+)
+def test_config_without_runtimes_keeps_containerds_runc(text: str, plugin: str) -> None:
+    new = patch(text)
+    only_added_lines(text, new)
+    assert runtime_of(new, plugin)["runtime_type"] == "io.containerd.contrast-cc.v2"
+    assert runtime_of(new, plugin, "runc") == {"runtime_type": "io.containerd.runc.v2"}
+
+
+def test_no_runc_added_when_another_default_runtime_is_named() -> None:
+    text = (
+        "version = 2\n[plugins.'io.containerd.grpc.v1.cri'.containerd]\n"
+        "default_runtime_name = 'crun'\n"
     )
-    assert new.startswith("version = 2\n")
+    new = patch(text)
+    runtimes = tomllib.loads(new)["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]
+    assert list(runtimes) == [HANDLER]
 
 
 @pytest.mark.parametrize(
