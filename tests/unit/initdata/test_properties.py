@@ -13,7 +13,8 @@ from guest.initdata import codec, disk, document, snp, tdx
 from guest.initdata.cli import load_any
 from guest.initdata.errors import InitdataError
 
-settings.register_profile("initdata", max_examples=300, deadline=None)
+# No example database: it would leave a .hypothesis folder in the checkout.
+settings.register_profile("initdata", max_examples=300, deadline=None, database=None)
 settings.load_profile("initdata")
 
 PARSERS = (
