@@ -29,7 +29,8 @@ class AgentClient:
         assert isinstance(reply, agent_pb2.GuestDetailsResponse)
         return reply
 
-    def features(self, details: agent_pb2.GuestDetailsResponse) -> dict[str, str]:
+    @staticmethod
+    def features(details: agent_pb2.GuestDetailsResponse) -> dict[str, str]:
         """extra_features ``key=value`` strings as a dict."""
         pairs = (f.partition("=") for f in details.agent_details.extra_features)
         return {key: value for key, _, value in pairs}

@@ -60,13 +60,17 @@ def probe(qemu: str, accel: Accel, timeout: float = 5.0) -> bool:
 
 
 @functools.cache
-def detect(qemu: str = "qemu-system-x86_64", cpuinfo: Path = Path("/proc/cpuinfo")) -> Accel:
+def detect(
+    qemu: str = "qemu-system-x86_64",
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+    probe_timeout: float = 5.0,
+) -> Accel:
     """KVM when the CPU flags and a probe VM agree, else TCG; cached per process."""
     try:
         flags = cpu_virtualization(cpuinfo.read_text())
     except OSError:
         flags = False
-    if flags and probe(qemu, Accel.KVM):
+    if flags and probe(qemu, Accel.KVM, probe_timeout):
         log.info("acceleration: KVM")
         return Accel.KVM
     log.info("acceleration: TCG (%s)", "KVM probe failed" if flags else "no vmx/svm in cpuinfo")
