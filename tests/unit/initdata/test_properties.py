@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import tempfile
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from guest.initdata import codec, disk, document, snp, tdx
 from guest.initdata.cli import load_any
 from guest.initdata.errors import InitdataError
 
-# No example database: it would leave a .hypothesis folder in the checkout.
+# Hypothesis keeps caches in ./.hypothesis by default: keep the checkout clean.
+set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "contrast-hypothesis"))
 settings.register_profile("initdata", max_examples=300, deadline=None, database=None)
 settings.load_profile("initdata")
 
