@@ -30,6 +30,8 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 COPY_CHUNK = 1 << 20
+# tarfile's stream reader re-slices its buffer on every header read: keep it modest.
+TAR_BUFFER = 1 << 16
 # Character devices a container image may carry: the harmless ones from /dev.
 SAFE_DEVICES = frozenset(
     {(1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2)}  # null zero full random
@@ -258,7 +260,7 @@ def unpack(
             with tarfile.open(
                 fileobj=cast("IO[bytes]", stream),
                 mode="r|",
-                bufsize=COPY_CHUNK,
+                bufsize=TAR_BUFFER,
                 errors="surrogateescape",
             ) as archive:
                 for member in archive:

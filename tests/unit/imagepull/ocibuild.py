@@ -38,7 +38,6 @@ class Entry:
     gid: int = 0
     link: str = ""
     xattrs: dict[str, str] = field(default_factory=dict)
-    size: int | None = None  # override the header size (hostile tars)
     dev: tuple[int, int] = (0, 0)
 
 
