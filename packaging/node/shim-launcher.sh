@@ -1,0 +1,27 @@
+#!/bin/sh
+# containerd-shim-contrast-cc-v2 as installed on a DaemonSet node.
+#
+# containerd runs this on the host for every task of a Contrast pod. The shim itself is
+# Python and lives, with its dependencies, in the contrast-node DaemonSet's daemon
+# container: enter that container's mount namespace (the daemon records its pid in
+# /run/contrast/daemon.pid) and run the shim there. PID, network and IPC namespaces stay
+# the host's, and /run/containerd is mounted at the same path in the container, so the
+# bundle, FIFOs and addresses containerd hands over mean the same thing on both sides.
+set -eu
+run_dir=${CONTRAST_RUN_DIR:-/run/contrast}
+pidfile=$run_dir/daemon.pid
+if ! pid=$(cat "$pidfile" 2>/dev/null); then
+    echo "containerd-shim-contrast-cc-v2: $pidfile is missing: is the contrast-node daemon running?" >&2
+    exit 1
+fi
+case $pid in
+    '' | *[!0-9]*)
+        echo "containerd-shim-contrast-cc-v2: $pidfile does not hold a pid: '$pid'" >&2
+        exit 1
+        ;;
+esac
+if [ ! -d "/proc/$pid" ]; then
+    echo "containerd-shim-contrast-cc-v2: daemon pid $pid (from $pidfile) is not running" >&2
+    exit 1
+fi
+exec nsenter --target "$pid" --mount --wd="$PWD" -- /usr/local/bin/containerd-shim-contrast-cc-v2 "$@"

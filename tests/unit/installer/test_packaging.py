@@ -1,0 +1,170 @@
+"""packaging/ and the Containerfile: valid Kubernetes objects that agree with each other."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from installer import assets
+from installer.manifest import Role, load_manifest
+
+REPO = Path(__file__).parents[3]
+PACKAGING = REPO / "packaging"
+K8S_VERSION = kubernetes_validate.latest_version()
+
+
+def objects() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((PACKAGING / "kustomization.yaml").read_text())
+    found = []
+    for resource in kustomization["resources"]:
+        found += [d for d in yaml.safe_load_all((PACKAGING / resource).read_text()) if d]
+    return found
+
+
+def by_kind(kind: str) -> dict[str, Any]:
+    [obj] = [o for o in objects() if o["kind"] == kind]
+    return obj
+
+
+def test_every_yaml_file_is_in_the_kustomize_base() -> None:
+    kustomization = yaml.safe_load((PACKAGING / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Kustomization"
+    on_disk = {p.name for p in PACKAGING.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == on_disk
+
+
+@pytest.mark.parametrize("index", range(3))
+def test_manifests_validate_against_kubernetes_schemas(index: int) -> None:
+    obj = objects()[index]
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_schema_validation_catches_a_typo() -> None:
+    daemonset = by_kind("DaemonSet")
+    daemonset["spec"]["template"]["spec"]["hostPid"] = True
+    with pytest.raises(kubernetes_validate.ValidationError, match="hostPid"):
+        kubernetes_validate.validate(daemonset, K8S_VERSION, strict=True)
+
+
+def test_runtimeclass_and_daemonset_agree() -> None:
+    runtime_class = by_kind("RuntimeClass")
+    assert assets.HANDLER_RE.match(runtime_class["handler"])
+    assert runtime_class["overhead"]["podFixed"]["memory"]
+    pod = by_kind("DaemonSet")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == runtime_class["scheduling"]["nodeSelector"]
+    assert pod["hostPID"] is True
+    [init] = pod["initContainers"]
+    assert init["securityContext"]["privileged"] is True
+    assert init["command"][:2] == ["contrast-node-installer", "install"]
+    host_mount = init["command"][init["command"].index("--host-root") + 1]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    [mount] = [m for m in init["volumeMounts"] if m["mountPath"] == host_mount]
+    assert volumes[mount["name"]]["hostPath"]["path"] == "/"
+    [daemon] = pod["containers"]
+    assert daemon["command"] == ["contrast-node-daemon"]
+    mounts = {m["mountPath"] for m in daemon["volumeMounts"]}
+    assert {"/run/contrast", "/run/containerd", "/opt/contrast"} <= mounts
+
+
+def containerfile_copies() -> list[tuple[str, str]]:
+    text = (REPO / "Containerfile").read_text().replace("\\\n", " ")
+    copies = []
+    for line in text.splitlines():
+        words = line.split()
+        if words and words[0] == "COPY" and not words[1].startswith("--from"):
+            *sources, dest = words[1:]
+            copies += [(src, dest) for src in sources]
+    return copies
+
+
+def test_containerfile_copies_files_that_exist() -> None:
+    instructions = {"FROM", "ARG", "RUN", "COPY", "WORKDIR", "CMD", "ENV", "ENTRYPOINT"}
+    text = (REPO / "Containerfile").read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            assert line.split()[0] in instructions, line
+    for src, _ in containerfile_copies():
+        assert (REPO / src).exists(), src
+
+
+def test_node_manifest_matches_what_the_containerfile_ships() -> None:
+    manifest = load_manifest(PACKAGING / "node/manifest.toml")
+    text = (REPO / "Containerfile").read_text()
+    shipped = {dest.rstrip("/") for _, dest in containerfile_copies()}
+    guest = re.search(r"COPY --from=guest (.*?) (/usr/share/contrast/assets/)", text, re.S)
+    assert guest is not None
+    for name in guest.group(1).replace("\\\n", " ").split():
+        shipped.add(guest.group(2) + Path(name).name)
+    image_dir = Path("/usr/share/contrast")
+    for asset in manifest.assets:
+        in_image = image_dir / Path(asset.source).relative_to(PACKAGING / "node")
+        assert str(in_image) in shipped, asset.source
+    assert manifest.asset_with_role(Role.SHIM).mode == 0o755
+    assert manifest.asset_with_role(Role.RUNTIME_CONFIG).substitute
+
+
+def test_systemd_unit_has_the_settings_the_daemon_relies_on() -> None:
+    unit = (PACKAGING / "systemd/contrast-node-daemon.service").read_text()
+    for setting in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "KillMode=process"):
+        assert f"\n{setting}" in unit
+    assert "\nExecStart=/usr/local/bin/contrast-node-daemon\n" in unit
+
+
+LAUNCHER = PACKAGING / "node/shim-launcher.sh"
+
+
+@pytest.mark.allow_programs("sh")
+def test_shim_launcher_enters_the_daemons_mount_namespace(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nsenter").write_text('#!/bin/sh\necho "nsenter $*"\n')
+    (bin_dir / "nsenter").chmod(0o755)
+    (tmp_path / "daemon.pid").write_text(f"{os.getpid()}\n")
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CONTRAST_RUN_DIR": str(tmp_path)}
+    done = subprocess.run(
+        ["sh", str(LAUNCHER), "-namespace", "k8s.io", "-id", "abc", "start"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"nsenter --target {os.getpid()} --mount --wd={tmp_path} -- "
+        "/usr/local/bin/containerd-shim-contrast-cc-v2 -namespace k8s.io -id abc start"
+    )
+
+
+@pytest.mark.allow_programs("sh")
+@pytest.mark.parametrize(
+    ("pidfile", "message"),
+    [
+        (None, "is missing: is the contrast-node daemon running?"),
+        ("12ab", "does not hold a pid"),
+        ("999999999", "is not running"),
+    ],
+)
+def test_shim_launcher_fails_clearly_without_a_daemon(
+    tmp_path: Path, pidfile: str | None, message: str
+) -> None:
+    if pidfile is not None:
+        (tmp_path / "daemon.pid").write_text(pidfile)
+    done = subprocess.run(
+        ["sh", str(LAUNCHER), "start"],
+        env={"CONTRAST_RUN_DIR": str(tmp_path), "PATH": "/bin"},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert message in done.stderr
