@@ -67,8 +67,12 @@ TokenFetcher = Callable[[str, dict[str, str]], TokenResponse]
 class Authenticator:
     """Holds credentials for one registry host and the tokens obtained with them."""
 
-    def __init__(self, host: str, username: str | None, password: str | None) -> None:
+    def __init__(
+        self, host: str, username: str | None, password: str | None, tls_realm: bool = True
+    ) -> None:
         self.host = host
+        # Credentials for an HTTPS registry never travel to a plain-HTTP token realm.
+        self._tls_realm = tls_realm
         self._username = username
         self._password = password
         self._lock = threading.Lock()
@@ -133,6 +137,12 @@ class Authenticator:
             query["service"] = challenge.params["service"]
         query["scope"] = challenge.params.get("scope", scope)
         headers = {}
+        has_credentials = self._username is not None and self._password is not None
+        if has_credentials and self._tls_realm and urlsplit(realm).scheme != "https":
+            raise AuthError(
+                f"registry {self.host} sends us to token realm {realm} over plain HTTP; "
+                "refusing to send credentials there"
+            )
         if self._username is not None and self._password is not None:
             headers["Authorization"] = basic_header(self._username, self._password)
         sep = "&" if urlsplit(realm).query else "?"

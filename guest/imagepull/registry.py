@@ -42,7 +42,8 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
         newurl: str,
     ) -> urllib.request.Request | None:
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+        old, target = urlsplit(req.full_url), urlsplit(newurl)
+        if new is not None and (target.scheme, target.netloc) != (old.scheme, old.netloc):
             new.remove_header("Authorization")
         return new
 
@@ -82,7 +83,9 @@ class Endpoint:
         self._opener = urllib.request.build_opener(*handlers)
         wire_host = DOCKER_HUB_ENDPOINT if host == DOCKER_HUB else host
         self.base = f"{self.scheme}://{wire_host}/v2"
-        self.auth = Authenticator(host, settings.username, settings.password)
+        self.auth = Authenticator(
+            host, settings.username, settings.password, tls_realm=self.scheme == "https"
+        )
 
     def _open(self, url: str, headers: dict[str, str]) -> Any:
         # Our URLs are http(s) only: built from the registry host, or a realm checked in auth.

@@ -71,3 +71,15 @@ def test_token_answer_without_token() -> None:
     auth = Authenticator("reg.example", None, None)
     with pytest.raises(AuthError, match="carries no token"):
         auth.answer(BEARER, "s", None, lambda _u, _h: TokenResponse(200, b'{"x": 1}'))
+
+
+def test_credentials_never_go_to_a_plain_http_realm() -> None:
+    auth = Authenticator("reg.example", "u", "p", tls_realm=True)
+    challenge = 'Bearer realm="http://auth.example/token",service="reg"'
+    with pytest.raises(AuthError, match="over plain HTTP; refusing to send credentials"):
+        auth.answer(challenge, "s", None, lambda _u, _h: TokenResponse(200, b'{"token": "t"}'))
+    anonymous = Authenticator("reg.example", None, None, tls_realm=True)
+    assert (
+        anonymous.answer(challenge, "s", None, lambda _u, _h: TokenResponse(200, b'{"token": "t"}'))
+        == "Bearer t"
+    )
