@@ -15,7 +15,12 @@ from typing import IO, Any, cast
 import zstandard
 
 from guest.imagepull.digest import CHUNK, Digest, Readable, VerifyingReader
-from guest.imagepull.errors import ImagePullError, UnsafeLayerError, VerificationError
+from guest.imagepull.errors import (
+    ImagePullError,
+    StoreError,
+    UnsafeLayerError,
+    VerificationError,
+)
 from guest.imagepull.manifest import LAYER_TYPES, Compression, Descriptor
 from guest.imagepull.unpack import Limits, UnpackResult, unpack
 
@@ -117,5 +122,7 @@ def fetch_layer(
             pass
         if isinstance(err, ImagePullError):
             raise type(err)(f"layer {descriptor.digest}: {err}") from err
-        raise
+        raise StoreError(
+            f"layer {descriptor.digest}: writing into {dest} failed: {err.strerror or err}"
+        ) from err
     return result

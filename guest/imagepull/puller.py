@@ -10,6 +10,7 @@ A second pull of a stored image reads only the store.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ from guest.imagepull import manifest as mf
 from guest.imagepull import overlay, reference
 from guest.imagepull.config import PullerConfig
 from guest.imagepull.digest import Digest, Readable, read_verified
-from guest.imagepull.errors import ImagePullError, ManifestError
+from guest.imagepull.errors import ImagePullError, ManifestError, RegistryError
 from guest.imagepull.layer import fetch_layer
 from guest.imagepull.registry import RegistryClient, RegistrySource
 from guest.imagepull.store import LayerStore, StagedLayer
@@ -56,15 +57,21 @@ class PullerOptions:
     timeout: float = 60.0
 
 
-class _Cancellable:
-    def __init__(self, source: Readable, stop: threading.Event) -> None:
-        self._source = source
+class _NetworkSource:
+    """A response body: stops when another layer failed, names read errors."""
+
+    def __init__(self, body: Readable, what: str, stop: threading.Event | None = None) -> None:
+        self._body = body
+        self._what = what
         self._stop = stop
 
     def read(self, size: int = -1, /) -> bytes:
-        if self._stop.is_set():
+        if self._stop is not None and self._stop.is_set():
             raise PullCancelled("pull cancelled: another layer failed")
-        return self._source.read(size)
+        try:
+            return self._body.read(size)
+        except (OSError, http.client.HTTPException) as err:
+            raise RegistryError(f"reading {self._what} from the registry failed: {err}") from err
 
 
 @dataclass(frozen=True)
@@ -148,16 +155,16 @@ class ImagePuller:
     ) -> _Resolved:
         response = client.manifest(repository, digest)
         with response.body:
-            data = read_verified(response.body, digest, MAX_MANIFEST, what="manifest")
+            source = _NetworkSource(response.body, f"manifest {digest}")
+            data = read_verified(source, digest, MAX_MANIFEST, what="manifest")
         blobs = [(digest, data)]
         media_type = mf.media_type_of(data, response.content_type, where)
         if media_type in mf.INDEX_TYPES:
             child = mf.parse_index(data, where).select(self.options.platform, where)
             response = client.manifest(repository, child.digest)
             with response.body:
-                data = read_verified(
-                    response.body, child.digest, MAX_MANIFEST, child.size, "manifest"
-                )
+                source = _NetworkSource(response.body, f"manifest {child.digest}")
+                data = read_verified(source, child.digest, MAX_MANIFEST, child.size, "manifest")
             blobs.insert(0, (child.digest, data))
             media_type = mf.media_type_of(data, response.content_type, where)
         if media_type not in mf.MANIFEST_TYPES:
@@ -165,8 +172,9 @@ class ImagePuller:
         manifest = mf.parse_manifest(data, where)
         response = client.blob(repository, manifest.config.digest)
         with response.body:
+            source = _NetworkSource(response.body, f"config {manifest.config.digest}")
             config_data = read_verified(
-                response.body, manifest.config.digest, MAX_CONFIG, manifest.config.size, "config"
+                source, manifest.config.digest, MAX_CONFIG, manifest.config.size, "config"
             )
         config = mf.parse_config(config_data, where)
         platform = self.options.platform
@@ -206,7 +214,7 @@ class ImagePuller:
             try:
                 response = client.blob(repository, layer.digest)
                 with response.body:
-                    source = _Cancellable(response.body, stop)
+                    source = _NetworkSource(response.body, f"layer {layer.digest}", stop)
                     fetch_layer(source, layer, diff_id, str(stage.path), limits=limits)
             except BaseException:
                 stop.set()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from guest.imagepull.digest import Digest
-from guest.imagepull.errors import UnsafeLayerError, VerificationError
+from guest.imagepull.errors import StoreError, UnsafeLayerError, VerificationError
 from guest.imagepull.layer import fetch_layer
 from guest.imagepull.manifest import Descriptor
 from guest.imagepull.unpack import Limits
@@ -95,4 +95,16 @@ def test_zeros_after_the_tar_end_are_bounded(tmp_path: Path) -> None:
             Digest.parse(ob.sha256(padded)),
             str(tmp_path),
             limits=Limits(max_total_size=100_000, max_entries=100),
+        )
+
+
+def test_write_failure_is_a_store_error(tmp_path: Path) -> None:
+    blob = ob.compress(TAR, "gzip")
+    with pytest.raises(StoreError, match=r"writing into .* failed"):
+        fetch_layer(
+            io.BytesIO(blob),
+            descriptor(blob, "gzip"),
+            Digest.parse(ob.sha256(TAR)),
+            str(tmp_path / "missing"),
+            limits=Limits(),
         )

@@ -168,3 +168,27 @@ def test_docker_v2_media_types(tmp_path: Path) -> None:
     fake = FakeRegistry({**img.blobs, ob.sha256(data): data})
     pulled = puller(tmp_path, fake).pull(f"{HOST}/app@{ob.sha256(data)}")
     assert (pulled.layers[-1] / "f0").read_bytes() == b"layer 0" * 100
+
+
+class BrokenBody(io.BytesIO):
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self.tell() > 100:
+            raise ConnectionResetError("connection reset by peer")
+        return super().read(min(50, size if size is not None and size >= 0 else 50))
+
+
+def test_connection_lost_mid_layer(tmp_path: Path) -> None:
+    img = image(2)
+    fake = FakeRegistry(img.blobs)
+    broken = img.layers[0][0]
+    real_blob = fake.blob
+
+    def blob(repository: str, digest: Digest) -> Response:
+        if str(digest) == broken:
+            return Response(BrokenBody(img.blobs[broken]), None, None)
+        return real_blob(repository, digest)
+
+    fake.blob = blob  # type: ignore[method-assign]
+    with pytest.raises(RegistryError, match=f"reading layer {broken} .* connection reset"):
+        puller(tmp_path, fake).pull(f"{HOST}/app@{img.manifest_digest}")
+    assert published(tmp_path / "store") == []
