@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from guest.imagepull import config as cfg
+from guest.imagepull import reference
 from guest.imagepull.errors import ImagePullError
 from guest.imagepull.puller import ImagePuller, PullerOptions
 from guest.imagepull.store import LayerStore
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
+        if args.command == "pull":
+            reference.parse(args.image).pinned()  # refuse bad input before touching disk
         store = LayerStore(args.store)
         puller = ImagePuller(store, cfg.load(args.config), PullerOptions(workers=args.workers))
         if args.command == "pull":

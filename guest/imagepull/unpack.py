@@ -5,6 +5,12 @@ named ``<name>``, ``.wh..wh..opq`` the ``trusted.overlay.opaque=y`` xattr on its
 directory. Owners, modes (set-id bits included), xattrs and mtimes are kept; hard links
 must point at an entry already extracted from the same layer. Limits on entry count,
 entry size and total size stop tar bombs before they fill the disk.
+
+Layers are unpacked independently (in parallel, shared between images), so a parent
+directory a layer does not list is created 0755 root:root, and in the overlay it then
+shadows the attributes of the lower layer's directory (containerd, which unpacks each
+layer onto its parents, keeps the lower attributes). Image builders always list parents.
+Hard links may only point inside their own layer, as image builders write them.
 """
 
 from __future__ import annotations
