@@ -44,9 +44,9 @@ def sync_dir(directory: Path) -> None:
 
 
 def remove_stale_temps(path: Path) -> None:
-    """Delete temp files a killed earlier run left next to ``path``."""
+    """Delete temp files a killed earlier run left next to ``path`` (or its backups)."""
     with contextlib.suppress(FileNotFoundError):
-        for stale in path.parent.glob(f".{path.name}{TEMP_MARK}*"):
+        for stale in path.parent.glob(f".{path.name}*{TEMP_MARK}*"):
             log.info("removing %s left by an interrupted run", stale)
             stale.unlink(missing_ok=True)
 

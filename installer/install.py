@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TextIO
 
-from installer import assets, configfile, systemd
+from installer import assets, configfile, lock, systemd
 from installer.assets import Action, Bundle
 from installer.containerd_config import RuntimeEntry
 from installer.errors import ConfigError
@@ -39,12 +40,23 @@ def runtime_entry(bundle: Bundle) -> RuntimeEntry:
     )
 
 
+def _locked(opts: Options) -> contextlib.AbstractContextManager[None]:
+    if opts.dry_run:
+        return contextlib.nullcontext()
+    return lock.exclusive(opts.host.path(assets.INSTALL_ROOT))
+
+
 def install(bundle: Bundle, opts: Options, out: TextIO) -> None:
     """Install ``bundle`` on the host; reports each step on ``out``.
 
     Raises InstallerError (and subclasses); a failure leaves every file either as it
     was or completely replaced, and a rerun picks up where this one stopped.
     """
+    with _locked(opts):
+        _install(bundle, opts, out)
+
+
+def _install(bundle: Bundle, opts: Options, out: TextIO) -> None:
     would = "would " if opts.dry_run else ""
     print(f"handler {bundle.handler}", file=out)
     # Planned first: a config we cannot patch stops us before anything is written.
@@ -57,6 +69,11 @@ def install(bundle: Bundle, opts: Options, out: TextIO) -> None:
 
 def uninstall(handler: str, opts: Options, out: TextIO) -> None:
     """Remove ``handler`` from the containerd config, restart if needed, delete its assets."""
+    with _locked(opts):
+        _uninstall(handler, opts, out)
+
+
+def _uninstall(handler: str, opts: Options, out: TextIO) -> None:
     would = "would " if opts.dry_run else ""
     print(f"handler {handler}", file=out)
     change = configfile.plan_remove(opts.host, opts.target, handler, opts.config_version)

@@ -189,3 +189,15 @@ def test_killed_asset_copy_never_publishes_a_partial_file(
         if path.is_file():
             assert (node.root / path.relative_to(clean.root)).read_bytes() == path.read_bytes()
     assert not [p for p in node.root.rglob("*") if atomicfile.TEMP_MARK in p.name]
+
+
+def test_temps_of_an_earlier_backup_are_swept(tmp_path: Path) -> None:
+    """A kill while writing a backup of another second leaves a temp of another name."""
+    node = node_with_assets(tmp_path)
+    stale = node.config.parent / f".config.toml.1000.bak{atomicfile.TEMP_MARK}abcd"
+    stale.write_text("half a backup")
+    foreign = node.config.parent / "config.toml.1000.bak"
+    foreign.write_text("a user's own file")
+    assert install(node) == 0
+    assert not stale.exists()
+    assert foreign.read_text() == "a user's own file"
