@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,7 +75,10 @@ def running_containerd(config_text: str, work: Path) -> Iterator[Containerd]:
     work.mkdir(parents=True, exist_ok=True)
     config = work / "containerd.toml"
     config.write_text(sandboxed_config(config_text, work))
-    socket = work / "containerd.sock"
+    # Unix socket paths are limited to 108 bytes and containerd adds ".ttrpc": keep the
+    # sockets in a short directory of their own rather than under pytest's tmp_path.
+    sockets = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
+    socket = sockets / "c.sock"
     log = work / "containerd.log"
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
@@ -103,6 +108,7 @@ def running_containerd(config_text: str, work: Path) -> Iterator[Containerd]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _wait_for_cri(daemon: Containerd, proc: subprocess.Popen[bytes]) -> None:
