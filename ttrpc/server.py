@@ -9,8 +9,15 @@ them, on the offending stream id, and the connection stays open:
   in flight): INVALID_ARGUMENT "StreamID cannot be re-used and must increment";
 - a request that does not decode: INVALID_ARGUMENT "unmarshal request error: ...";
 - a data frame for a stream that is not active: INVALID_ARGUMENT; for an active
-  (unary) stream: INVALID_ARGUMENT and the handler is cancelled (Go crashes there);
+  (unary) stream: INVALID_ARGUMENT and the handler is cancelled (the Go server
+  dereferences a nil stream handler there);
+- a request with the ``remote open`` flag for a unary method: INVALID_ARGUMENT;
+  streaming methods: UNIMPLEMENTED (this server implements unary calls only);
 - unknown message types are ignored, for compatibility with later protocol versions.
+
+Where we deliberately differ from Go: a request payload that does not decode is
+INVALID_ARGUMENT (Go: INTERNAL), and a response over 4 MiB is answered
+RESOURCE_EXHAUSTED on its stream (Go drops the whole connection).
 
 A peer that closes the connection, also in the middle of a frame, ends only that
 connection. Handlers still running then finish; their answers are dropped.
@@ -22,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from google.protobuf import any_pb2
@@ -316,6 +324,8 @@ class ServerConnection(FrameProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         # Running handlers finish; their answers are dropped (see module docstring).
+        # The server keeps them referenced and waits for them when it closes.
+        self._server.keep_orphans(self._inflight.values())
         self._inflight.clear()
         super().connection_lost(exc)
 
@@ -334,6 +344,7 @@ class Server:
         self._listeners: list[tuple[asyncio.Server, str | None]] = []
         self._connections: set[ServerConnection] = set()
         self._pumps: set[asyncio.Task[None]] = set()
+        self._orphans: set[asyncio.Task[None]] = set()
         self._closing = False
 
     def register(
@@ -409,6 +420,13 @@ class Server:
         """Stop tracking a connection that ended."""
         self._connections.discard(connection)
 
+    def keep_orphans(self, tasks: Iterable[asyncio.Task[None]]) -> None:
+        """Hold on to handlers whose connection is gone until they finish."""
+        for task in tasks:
+            if not task.done():
+                self._orphans.add(task)
+                task.add_done_callback(self._orphans.discard)
+
     @property
     def connections(self) -> frozenset[ServerConnection]:
         """The open connections."""
@@ -426,6 +444,7 @@ class Server:
         for connection in self._connections:
             connection.start_draining()
         running = [task for c in self._connections for task in c.inflight]
+        running.extend(self._orphans)
         if running:
             _, late = await asyncio.wait(running, timeout=timeout)
             for task in late:

@@ -270,6 +270,7 @@ async def test_server_going_away_fails_pending_calls_unavailable(
     with pytest.raises(ttrpc.Unavailable):
         await echo(client, "later")
     assert client.closed
+    impl.gates["never"].set()  # the orphaned handler finishes; the server waits for it
 
 
 async def test_client_close_fails_pending_calls(client: ttrpc.Client, impl: EchoImpl) -> None:
@@ -279,6 +280,7 @@ async def test_client_close_fails_pending_calls(client: ttrpc.Client, impl: Echo
     await client.close()
     with pytest.raises(ttrpc.Unavailable, match="client closed"):
         await pending
+    impl.gates["never"].set()
 
 
 async def test_cancelled_caller_leaves_the_connection_usable(

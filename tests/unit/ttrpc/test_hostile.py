@@ -15,10 +15,19 @@ from pathlib import Path
 import pytest
 
 import ttrpc
-from tests.unit.ttrpc.echo_service import SERVICE, DoubleValue, EchoImpl, Empty, StringValue
+from tests.unit.ttrpc.echo_service import (
+    SERVICE,
+    BytesValue,
+    DoubleValue,
+    EchoImpl,
+    Empty,
+    Int64Value,
+    StringValue,
+)
 from tests.unit.ttrpc.rawpeer import RawPeer
 from ttrpc.errors import Code
 from ttrpc.framing import MAX_MESSAGE_LENGTH
+from ttrpc.server import ServerConnection
 
 
 @pytest.fixture
@@ -299,3 +308,32 @@ async def test_client_timeout_against_a_silent_server(tmp_path: Path) -> None:
             await client.call(SERVICE, "Echo", StringValue(value="x"), StringValue, timeout=0.1)
         assert not client.closed
     fake.close()
+
+
+async def test_peer_that_does_not_read_its_answers(
+    raw: RawPeer, socket_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 24 MiB of answers cannot sit in a socket buffer: the server must wait for the
+    # peer (flow control) without losing anything, and keep serving others.
+    pauses: list[ServerConnection] = []
+    real_pause = ServerConnection.pause_writing
+
+    def pause_writing(self: ServerConnection) -> None:
+        pauses.append(self)
+        real_pause(self)
+
+    monkeypatch.setattr(ServerConnection, "pause_writing", pause_writing)
+    count = 24
+    for i in range(count):
+        await raw.send_request(2 * i + 1, "Big", Int64Value(value=1 << 20))
+    await asyncio.sleep(0.3)
+    assert pauses, "the transport never asked the server to stop writing"
+    await assert_server_serves(socket_path)
+    seen = set()
+    for _ in range(count):
+        stream_id, response = await raw.read_response()
+        assert response.status.code == Code.OK
+        assert len(BytesValue.FromString(response.payload).value) == 1 << 20  # type: ignore[attr-defined]
+        seen.add(stream_id)
+    assert seen == {2 * i + 1 for i in range(count)}
+    await assert_echo_on(raw, 2 * count + 1)
