@@ -29,9 +29,10 @@ def metadata_from_pairs(pairs: Sequence[KeyValue]) -> Metadata:
 
 
 def metadata_to_pairs(metadata: MetadataArg) -> list[KeyValue]:
-    """The KeyValue entries for ``metadata``, one per value."""
+    """The KeyValue entries for ``metadata``, one per value; keys lowercased as Go's MD.Set does."""
     pairs: list[KeyValue] = []
-    for key, values in metadata.items():
+    for name, values in metadata.items():
+        key = name.lower()
         if isinstance(values, str):
             pairs.append(KeyValue(key=key, value=values))
         else:
@@ -74,8 +75,11 @@ class CallContext:
         )
 
     def get(self, key: str) -> str | None:
-        """The first value sent for ``key`` (e.g. ``containerd-namespace-ttrpc``), or None."""
-        values = self.metadata.get(key)
+        """The first value sent for ``key`` (e.g. ``containerd-namespace-ttrpc``), or None.
+
+        Like Go's ``MD.Get``, the key is looked up in lower case.
+        """
+        values = self.metadata.get(key.lower())
         return values[0] if values else None
 
     def remaining(self) -> float | None:

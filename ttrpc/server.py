@@ -151,10 +151,10 @@ class ServerConnection(FrameProtocol):
             return False
         if self.peer is not None:
             self.label = f"ttrpc server connection from pid {self.peer.pid}"
-        return self._server.adopt(self)
+        return self._server._adopt(self)
 
     def connection_ended(self, reason: str) -> None:
-        self._server.forget(self)
+        self._server._forget(self)
 
     def pause_writing(self) -> None:
         # The peer does not read our answers: stop reading its requests meanwhile.
@@ -325,7 +325,7 @@ class ServerConnection(FrameProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         # Running handlers finish; their answers are dropped (see module docstring).
         # The server keeps them referenced and waits for them when it closes.
-        self._server.keep_orphans(self._inflight.values())
+        self._server._keep_orphans(self._inflight.values())
         self._inflight.clear()
         super().connection_lost(exc)
 
@@ -409,18 +409,18 @@ class Server:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def adopt(self, connection: ServerConnection) -> bool:
+    def _adopt(self, connection: ServerConnection) -> bool:
         """Track a new connection; False (refuse it) once the server is closing."""
         if self._closing:
             return False
         self._connections.add(connection)
         return True
 
-    def forget(self, connection: ServerConnection) -> None:
+    def _forget(self, connection: ServerConnection) -> None:
         """Stop tracking a connection that ended."""
         self._connections.discard(connection)
 
-    def keep_orphans(self, tasks: Iterable[asyncio.Task[None]]) -> None:
+    def _keep_orphans(self, tasks: Iterable[asyncio.Task[None]]) -> None:
         """Hold on to handlers whose connection is gone until they finish."""
         for task in tasks:
             if not task.done():

@@ -65,11 +65,13 @@ async def test_metadata_reaches_the_handler(client: ttrpc.Client, impl: EchoImpl
         "Meta",
         Empty(),
         StringValue,
-        metadata={"containerd-namespace-ttrpc": "k8s.io", "multi": ["a", "b"]},
+        metadata={"containerd-namespace-ttrpc": "k8s.io", "Multi": ["a", "b"]},
     )
+    # Keys travel in lower case, as Go's MD.Set sends them.
     assert value(reply) == "containerd-namespace-ttrpc=k8s.io;multi=a,b"
     ctx = impl.contexts[-1]
     assert ctx.get("containerd-namespace-ttrpc") == "k8s.io"
+    assert ctx.get("MULTI") == "a"
     assert ctx.metadata["multi"] == ("a", "b")
     assert ctx.get("absent") is None
     assert ctx.service == SERVICE
