@@ -6,25 +6,23 @@ export PYTHONPATH=/usr/lib/contrast/python
 export PYTHONDONTWRITEBYTECODE=1
 export HOME=/root
 
-mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /var/tmp
-mkdir -p /dev/pts /dev/shm
-mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
-mount -t cgroup2 cgroup2 /sys/fs/cgroup
-hostname contrast-pod-vm
+# busybox is static: under TCG every dynamically linked exec costs noticeable time.
+busybox mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+busybox mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
+busybox mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /var/tmp
+busybox mkdir -p /dev/pts /dev/shm
+busybox mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+busybox mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
+busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup
+busybox hostname contrast-pod-vm
 
-modprobe -a virtio_console button evdev ||
-    echo "contrast-init: some kernel modules failed to load" >/dev/console
+# In the background: the agent waits for its port and the power button to appear.
+{ modprobe -a virtio_console button evdev ||
+    echo "contrast-init: some kernel modules failed to load" >/dev/console; } &
 
-if [ -f /usr/lib/contrast/python/guest/initdata/__main__.py ]; then
-    python3 -m guest.initdata process ||
-        echo "contrast-init: initdata processor exited with $?" >/dev/console
-fi
-
-python3 -m guest.agent
+# initdata processor, then the guest agent (guest/init/__main__.py).
+python3 -m guest.init
 rc=$?
-echo "contrast-init: guest agent exited with status $rc; powering off" >/dev/console
+echo "contrast-init: guest services exited with status $rc; powering off" >/dev/console
 sync
 exec busybox poweroff -f

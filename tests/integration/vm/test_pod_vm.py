@@ -69,7 +69,7 @@ async def test_boot_agent_hotplug_and_stop(guest_image: GuestImage, vm_dir: Path
         info = await vm.stop()
     assert info.expected
     assert info.returncode == 0, info  # the guest powered itself off on the ACPI button
-    assert "guest agent exited with status 0; powering off" in info.console_tail
+    assert "guest services exited with status 0; powering off" in info.console_tail
     assert not alive(pid)
     assert sorted(p.name for p in vm_dir.iterdir()) == ["console.log", "data.img"]
 
