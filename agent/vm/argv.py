@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from agent.vm.config import (
     Accel,
     Disk,
+    NetDevice,
     Platform,
     VirtioSerialTransport,
     VMConfig,
@@ -38,6 +39,7 @@ class PassedFds:
 
     qmp: int
     agent: int | None = None
+    tap: int | None = None
 
 
 def hotplug_port(index: int) -> str:
@@ -146,6 +148,14 @@ def _transport_args(config: VMConfig, fds: PassedFds) -> list[str]:
     return ["-device", opts("vhost-vsock-pci", id="vsock0", guest_cid=transport.guest_cid)]
 
 
+def _net_args(net: NetDevice, fds: PassedFds) -> list[str]:
+    if fds.tap is None:
+        raise ValueError(f"network device {net.id} needs the tap's fd")
+    nic = {"driver": "virtio-net-pci", "id": f"{net.id}-nic", "netdev": net.id, "mac": net.mac,
+           "host_mtu": net.mtu}  # fmt: skip
+    return ["-netdev", opts("tap", id=net.id, fd=fds.tap, vhost=False), "-device", _json(nic)]
+
+
 def build_argv(config: VMConfig, fds: PassedFds) -> list[str]:
     """The complete QEMU command line for ``config``."""
     args = [
@@ -185,6 +195,8 @@ def build_argv(config: VMConfig, fds: PassedFds) -> list[str]:
     for disk in (config.root, *config.disks):
         args += ["-blockdev", _json(blockdev_json(disk)), "-device", _json(device_json(disk))]
     args += _transport_args(config, fds)
+    if config.net is not None:
+        args += _net_args(config.net, fds)
     for index in range(config.hotplug_slots):
         args += [
             "-device",

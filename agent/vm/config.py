@@ -20,6 +20,7 @@ MAX_SOCKET_PATH = 107
 _SERIAL = re.compile(r"[A-Za-z0-9_-]{1,20}\Z")  # virtio-blk serials are at most 20 bytes
 _PORT_NAME = re.compile(r"[a-z][a-z0-9_.-]{0,62}\Z")
 _CMDLINE_PARAM = re.compile(r"[A-Za-z0-9_.,:/=+@-]+\Z")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 
 
 class Platform(enum.Enum):
@@ -104,6 +105,27 @@ Transport = VirtioSerialTransport | VsockTransport
 
 
 @dataclass(frozen=True)
+class NetDevice:
+    """A virtio-net NIC on a tap the caller opened (in the pod's netns) and hands to
+    QEMU by fd. ``mac`` is the pod interface's address; ``mtu`` reaches the guest."""
+
+    mac: str
+    mtu: int = 1500
+    id: str = "net0"
+
+    def __post_init__(self) -> None:
+        ident(self.id, "network device id")
+        if not _MAC.match(self.mac):
+            raise ConfigError(
+                f"network device {self.id}: MAC {self.mac!r} is not aa:bb:cc:dd:ee:ff"
+            )
+        if int(self.mac[:2], 16) & 1:
+            raise ConfigError(f"network device {self.id}: MAC {self.mac} is a multicast address")
+        if not 68 <= self.mtu <= 65535:
+            raise ConfigError(f"network device {self.id}: MTU {self.mtu} out of range 68..65535")
+
+
+@dataclass(frozen=True)
 class SnpLaunch:
     """SEV-SNP launch parameters. ``host_data`` is bound into the attestation report."""
 
@@ -156,6 +178,7 @@ class VMConfig:
     snp: SnpLaunch | None = None
     tdx: TdxLaunch | None = None
     disks: tuple[Disk, ...] = field(default_factory=tuple)
+    net: NetDevice | None = None
     hotplug_slots: int = 4
     qemu: str = "qemu-system-x86_64"
 

@@ -56,8 +56,13 @@ class VM:
         self._hotplugged: dict[str, int] = {}
 
     @classmethod
-    async def launch(cls, config: VMConfig, *, qmp_timeout: float = 15.0) -> VM:
+    async def launch(
+        cls, config: VMConfig, *, qmp_timeout: float = 15.0, tap_fd: int | None = None
+    ) -> VM:
         """Start QEMU for ``config`` and connect QMP; the guest is then booting.
+
+        ``tap_fd`` is the open tap for ``config.net`` (QEMU gets a copy; the caller
+        keeps and closes its own).
 
         Raises QemuError when QEMU fails to start or QMP does not come up (QEMU is
         then killed and its sockets removed).
@@ -69,11 +74,12 @@ class VM:
         if isinstance(config.transport, VirtioSerialTransport):
             listeners.append(_listen(config.transport.socket))
             agent_fd = listeners[1].fileno()
-        fds = PassedFds(qmp=listeners[0].fileno(), agent=agent_fd)
+        fds = PassedFds(qmp=listeners[0].fileno(), agent=agent_fd, tap=tap_fd)
         process = QemuProcess(config.name, config.console_log)
         vm = cls(config, process, Monitor(config.name))
         try:
-            await process.start(build_argv(config, fds), [s.fileno() for s in listeners])
+            passed = [s.fileno() for s in listeners] + ([] if tap_fd is None else [tap_fd])
+            await process.start(build_argv(config, fds), passed)
         except QemuError:
             vm._remove_sockets()
             raise
