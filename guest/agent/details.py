@@ -26,6 +26,7 @@ class RootMount:
     options: str
     dm_name: str
     dm_uuid: str
+    dm_slaves: str
 
 
 def _read(path: Path) -> str:
@@ -45,16 +46,18 @@ def root_mount(proc: Path = Path("/proc"), sys: Path = Path("/sys")) -> RootMoun
     if found is None:
         return None
     device, fstype, options = found[0], found[2], found[3]
-    dm_name = dm_uuid = ""
+    dm_name = dm_uuid = slaves = ""
     # Without udev /dev/mapper/root is a device node, not a symlink to dm-N: go by number.
     try:
         rdev = Path(device).stat().st_rdev if device.startswith("/dev/") else 0
     except OSError:
         rdev = 0
     if rdev:
-        dm = sys / "dev/block" / f"{os.major(rdev)}:{os.minor(rdev)}" / "dm"
-        dm_name, dm_uuid = _read(dm / "name"), _read(dm / "uuid")
-    return RootMount(device, fstype, options, dm_name, dm_uuid)
+        block = sys / "dev/block" / f"{os.major(rdev)}:{os.minor(rdev)}"
+        dm_name, dm_uuid = _read(block / "dm/name"), _read(block / "dm/uuid")
+        if (block / "slaves").is_dir():
+            slaves = ",".join(sorted(p.name for p in (block / "slaves").iterdir()))
+    return RootMount(device, fstype, options, dm_name, dm_uuid, slaves)
 
 
 def block_devices(sys: Path = Path("/sys")) -> list[BlockDevice]:
@@ -80,6 +83,7 @@ def as_features(root: RootMount | None, devices: list[BlockDevice]) -> list[str]
             f"root.options={root.options}",
             f"root.dm-name={root.dm_name}",
             f"root.dm-uuid={root.dm_uuid}",
+            f"root.dm-slaves={root.dm_slaves}",
         ]
     for dev in devices:
         features.append(f"block.{dev.name}=serial:{dev.serial},bytes:{dev.size_bytes}")

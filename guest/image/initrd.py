@@ -1,4 +1,4 @@
-"""The initrd: busybox, veritysetup with its libraries, the root-disk modules, /init."""
+"""The initrd: busybox, dmsetup with its libraries, the root-disk modules, /init."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from guest.image.errors import ImageError
 from guest.image.kernel import INITRD_MODULES, Kernel, module_closure
 from guest.init import INITRD_INIT
 
-_BINARIES = ("/usr/sbin/veritysetup",)
+_BINARIES = ("/usr/sbin/dmsetup",)
 _SKELETON = (
     "bin",
     "dev",

@@ -25,6 +25,7 @@ PACKAGES = (
     "iproute2",
     "mount",
     "busybox-static",
+    "dmsetup",
     # protobuf's upb extension links against it; without it protobuf silently falls
     # back to its pure-Python implementation, seconds slower to import under TCG.
     "libstdc++6",

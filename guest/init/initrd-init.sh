@@ -49,12 +49,14 @@ while [ -z "$rootdev" ]; do
     sleep 0.05
 done
 
-# No udev here: libdevmapper creates /dev/mapper/root itself.
+# The verity table straight from the (measured) command line: data and hash tree
+# share the device, the tree starts at hashoffset; 4 KiB blocks; sha256; any
+# corrupted block panics the kernel. No udev here: libdevmapper makes the node itself.
 export DM_DISABLE_UDEV=1
-veritysetup open --no-superblock --panic-on-corruption \
-    --data-blocks="$blocks" --hash-offset="$hashoffset" --salt="$salt" \
-    "$rootdev" root "$rootdev" "$roothash" >/dev/console 2>&1 ||
-    fail "dm-verity: cannot open the root device $rootdev"
+table="0 $((blocks * 8)) verity 1 $rootdev $rootdev 4096 4096 $blocks $((hashoffset / 4096))"
+table="$table sha256 $roothash $salt 1 panic_on_corruption"
+dmsetup create root --readonly --noudevsync --uuid "CONTRAST-VERITY-$roothash" --table "$table" >/dev/console 2>&1 ||
+    fail "dm-verity: cannot set up the verity device over $rootdev"
 
 # A corrupted block panics the kernel (panic-on-corruption); a mount that fails
 # for any other reason is reported here.

@@ -49,11 +49,13 @@ async def test_boot_agent_hotplug_and_stop(guest_image: GuestImage, vm_dir: Path
         assert await agent.check()
 
         facts = AgentClient.features(await agent.guest_details())
-        # The root is the verity device cryptsetup created, not the plain disk.
+        # The root is the device-mapper device the initrd set up with the image's
+        # root hash on top of the root disk, not the plain disk.
         assert facts["root.device"] == "/dev/mapper/root"
         assert facts["root.fstype"] == "erofs"
         assert facts["root.dm-name"] == "root"
-        assert facts["root.dm-uuid"].startswith("CRYPT-VERITY-")
+        assert facts["root.dm-uuid"] == f"CONTRAST-VERITY-{guest_image.manifest.root_hash}"
+        assert facts["root.dm-slaves"] == "vda"
         assert facts["block.vda"].startswith("serial:contrast-root,")
 
         data = vm_dir / "data.img"
