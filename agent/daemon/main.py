@@ -1,0 +1,142 @@
+"""``contrast-node-daemon``: one process serving the shim API for every pod.
+
+Start-up: take the run directory's lock (one daemon per node), load the persisted
+sandboxes and reattach them, serve ``containerd.task.v2.Task`` (also as ``v3``) and
+``contrast.node.v1.Shim`` on ``<run dir>/daemon.sock`` (mode 0600, peers must be
+root), write ``daemon.pid`` (the DaemonSet's shim launcher enters our mount namespace
+through it), then tell systemd READY=1. SIGTERM/SIGINT stop serving; pod-VMs keep
+running for the next daemon to reattach.
+
+Exit codes: 0 after a signal, 1 on a start-up failure (one line on stderr or in the
+journal naming the problem), 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent.daemon import settings as daemon_settings
+from agent.daemon.systemd import Notifier, SystemdError, setup_logging
+from agent.events import EventForwarder
+from agent.sandbox.backend import SandboxBackend
+from agent.sandbox.local_backend import LocalAgentBackend
+from agent.sandbox.state import StateStore
+from agent.sandbox.vm_backend import PodVmBackend
+from shim import control, task
+from shim.pods import Pods
+from ttrpc import PeerCredentials, Server, TtrpcError
+
+log = logging.getLogger("agent.daemon")
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; names what is wrong."""
+
+
+def root_only(peer: PeerCredentials) -> bool:
+    """Peers must be root (containerd, the shim entry), or our own uid when we are not."""
+    return peer.uid in {0, os.geteuid()}
+
+
+@contextlib.contextmanager
+def single_instance(run_dir: Path) -> Iterator[None]:
+    """Hold ``daemon.lock`` in ``run_dir``; DaemonError when another daemon holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(run_dir / daemon_settings.LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise DaemonError(f"another node daemon is running on {run_dir}") from err
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_pid_file(path: Path) -> None:
+    """Our pid into ``path``, atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{os.getpid()}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    Path(tmp).chmod(0o644)
+    Path(tmp).rename(path)
+
+
+def make_backend(config: daemon_settings.Settings) -> SandboxBackend:
+    if config.backend == "local-agent":
+        assert config.agent_socket is not None
+        return LocalAgentBackend(config.agent_socket)
+    return PodVmBackend()
+
+
+async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
+    """Run the daemon until SIGTERM/SIGINT; raises DaemonError at start-up."""
+    store = StateStore(config.state_dir)
+    registrations = control.Registrations()
+    events = EventForwarder()
+    tasks = task.TaskService(
+        make_backend(config), Pods(store), registrations, events, config.run_dir
+    )
+    await tasks.reattach()
+    server = Server(peer_check=root_only)
+    for name in task.NAMES:
+        server.register(task.SERVICE, tasks, name=name)
+    server.register(
+        control.SERVICE, control.ControlService(registrations, tasks, str(config.socket))
+    )
+    try:
+        await server.serve_unix(config.socket, mode=0o600)
+    except TtrpcError as err:
+        raise DaemonError(f"cannot serve on {config.socket}: {err}") from err
+    write_pid_file(config.pid_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    notifier.notify("READY=1", f"STATUS=serving on {config.socket}")
+    log.info("serving the shim API on %s (backend %s)", config.socket, config.backend)
+    watchdog = asyncio.create_task(notifier.watchdog())
+    try:
+        await stop.wait()
+    finally:
+        notifier.notify("STOPPING=1")
+        log.info("stopping; pod-VMs keep running")
+        watchdog.cancel()
+        with contextlib.suppress(OSError):
+            if config.pid_file.read_text().strip() == str(os.getpid()):
+                config.pid_file.unlink()
+        await server.close()
+        await tasks.close()
+        await events.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="contrast-node-daemon",
+        description="Serve the containerd shim API for every Contrast pod-VM of this node.",
+    )
+    parser.add_argument("--debug", action="store_true", help="log at debug level")
+    args = parser.parse_args(argv)
+    try:
+        setup_logging(logging.DEBUG if args.debug else logging.INFO)
+        notifier = Notifier()
+        config = daemon_settings.from_env()
+        with single_instance(config.run_dir):
+            return asyncio.run(serve(config, notifier))
+    except (DaemonError, SystemdError, daemon_settings.SettingsError, OSError) as err:
+        print(f"contrast-node-daemon: {err}", file=sys.stderr)
+        log.error("start-up failed: %s", err)  # noqa: TRY400 (the message says it all)
+        return 1

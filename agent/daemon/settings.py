@@ -1,0 +1,58 @@
+"""Where the daemon keeps things, shared by the daemon and the shim entry.
+
+The environment decides (containerd passes its environment to the shim, which passes
+it on to a daemon it starts): ``CONTRAST_RUN_DIR`` (default ``/run/contrast``: the
+socket, the pid file, each sandbox's sockets and logs), ``CONTRAST_STATE_DIR``
+(default ``/var/lib/contrast``: persisted sandbox state), ``CONTRAST_BACKEND``
+(``pod-vm``, the default, or ``local-agent`` with ``CONTRAST_AGENT_SOCKET``: a guest
+agent on a host unix socket, for development and tests).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+SOCKET = "daemon.sock"
+PID_FILE = "daemon.pid"
+LOCK_FILE = "daemon.lock"
+LOG_FILE = "daemon.log"
+BACKENDS = ("pod-vm", "local-agent")
+
+
+class SettingsError(Exception):
+    """An environment setting is invalid; names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    run_dir: Path
+    state_dir: Path
+    backend: str
+    agent_socket: Path | None
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / SOCKET
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / PID_FILE
+
+
+def from_env(env: Mapping[str, str] = os.environ) -> Settings:
+    """The settings in ``env``; raises SettingsError."""
+    run_dir = Path(env.get("CONTRAST_RUN_DIR", "/run/contrast"))
+    state_dir = Path(env.get("CONTRAST_STATE_DIR", "/var/lib/contrast"))
+    for name, path in (("CONTRAST_RUN_DIR", run_dir), ("CONTRAST_STATE_DIR", state_dir)):
+        if not path.is_absolute():
+            raise SettingsError(f"{name}={path} is not an absolute path")
+    backend = env.get("CONTRAST_BACKEND", "pod-vm")
+    if backend not in BACKENDS:
+        raise SettingsError(f"CONTRAST_BACKEND={backend!r}: expected one of {', '.join(BACKENDS)}")
+    socket = env.get("CONTRAST_AGENT_SOCKET")
+    if backend == "local-agent" and not socket:
+        raise SettingsError("CONTRAST_BACKEND=local-agent needs CONTRAST_AGENT_SOCKET")
+    return Settings(run_dir, state_dir, backend, Path(socket) if socket else None)

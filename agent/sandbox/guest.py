@@ -1,0 +1,160 @@
+"""A sandbox's containers through the guest agent's ``grpc.AgentService``.
+
+:class:`GuestSandbox` implements the container half of
+:class:`~agent.sandbox.backend.PodSandbox` for every backend: whatever brought the VM
+up (or, in development, found a guest agent on a unix socket) hands it an
+:class:`~agent.transport.client.AgentClient`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from agent.sandbox import oci
+from agent.sandbox.backend import ContainerSpec, Stream
+from agent.sandbox.errors import BackendError, GuestAgentError
+from agent.sandbox.state import VmRecord
+from agent.transport.client import AgentClient
+from api.kata import agent_pb2
+from ttrpc import StatusError, TtrpcError
+
+log = logging.getLogger(__name__)
+
+IMAGE_ANNOTATION = "io.kubernetes.cri.image-name"
+# Where the guest mounts a container's rootfs (the Kata agent's convention).
+GUEST_ROOTFS = "/run/kata-containers/{id}/rootfs"
+# The image puller's storage driver: the guest pulls the image, the host sends no rootfs.
+IMAGE_GUEST_PULL = "image_guest_pull"
+
+
+class GuestSandbox:
+    """Containers of one sandbox, run by its guest agent."""
+
+    def __init__(
+        self,
+        agent: AgentClient,
+        record: VmRecord,
+        call_timeout: float,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.agent = agent
+        self._record = record
+        self.call_timeout = call_timeout
+        self._on_close = on_close
+
+    @property
+    def record(self) -> VmRecord:
+        return self._record
+
+    async def _call(self, rpc: str, request: Message, *, timeout: float | None = -1.0) -> Any:
+        """One AgentService call; ttrpc failures become GuestAgentError/BackendError."""
+        limit = self.call_timeout if timeout == -1.0 else timeout
+        try:
+            return await getattr(self.agent.agent, rpc)(request, timeout=limit)
+        except StatusError as err:
+            raise GuestAgentError(rpc, int(err.code), err.message) from err
+        except (TtrpcError, OSError, TimeoutError) as err:
+            raise BackendError(f"guest agent {rpc}: {type(err).__name__}: {err}") from err
+
+    async def create_sandbox(self, hostname: str, sandbox_id: str) -> None:
+        """AgentService/CreateSandbox: the guest prepares the pod (pause process, pidns)."""
+        request = agent_pb2.CreateSandboxRequest(
+            hostname=hostname, sandbox_id=sandbox_id, sandbox_pidns=True
+        )
+        await self._call("CreateSandbox", request)
+
+    async def destroy_sandbox(self) -> None:
+        await self._call("DestroySandbox", agent_pb2.DestroySandboxRequest())
+
+    async def create_container(self, spec: ContainerSpec) -> None:
+        message = oci.spec(spec.oci)
+        request = agent_pb2.CreateContainerRequest(container_id=spec.id, OCI=message)
+        image = spec.annotations.get(IMAGE_ANNOTATION)
+        if image:
+            mount_point = GUEST_ROOTFS.format(id=spec.id)
+            request.storages.add(
+                driver=IMAGE_GUEST_PULL, source=image, fstype="overlay", mount_point=mount_point
+            )
+            request.OCI.Root.Path = mount_point
+        request.sandbox_pidns = True
+        await self._call("CreateContainer", request)
+
+    async def start_container(self, container_id: str) -> None:
+        await self._call(
+            "StartContainer", agent_pb2.StartContainerRequest(container_id=container_id)
+        )
+
+    async def exec_process(
+        self, container_id: str, exec_id: str, process: dict[str, Any], terminal: bool
+    ) -> None:
+        message = oci.process(process)
+        message.Terminal = terminal
+        request = agent_pb2.ExecProcessRequest(
+            container_id=container_id, exec_id=exec_id, process=message
+        )
+        await self._call("ExecProcess", request)
+
+    async def signal(self, container_id: str, exec_id: str, signal: int) -> None:
+        request = agent_pb2.SignalProcessRequest(
+            container_id=container_id, exec_id=exec_id, signal=signal
+        )
+        await self._call("SignalProcess", request)
+
+    async def wait(self, container_id: str, exec_id: str) -> int:
+        request = agent_pb2.WaitProcessRequest(container_id=container_id, exec_id=exec_id)
+        reply = await self._call("WaitProcess", request, timeout=None)
+        return int(reply.status)
+
+    async def read_output(
+        self, container_id: str, exec_id: str, stream: Stream, size: int
+    ) -> bytes:
+        rpc = "ReadStdout" if stream is Stream.STDOUT else "ReadStderr"
+        request = agent_pb2.ReadStreamRequest(container_id=container_id, exec_id=exec_id, len=size)
+        reply = await self._call(rpc, request, timeout=None)
+        return bytes(reply.data)
+
+    async def write_stdin(self, container_id: str, exec_id: str, data: bytes) -> int:
+        request = agent_pb2.WriteStreamRequest(
+            container_id=container_id, exec_id=exec_id, data=data
+        )
+        reply = await self._call("WriteStdin", request)
+        return int(reply.len)
+
+    async def close_stdin(self, container_id: str, exec_id: str) -> None:
+        request = agent_pb2.CloseStdinRequest(container_id=container_id, exec_id=exec_id)
+        await self._call("CloseStdin", request)
+
+    async def resize_pty(self, container_id: str, exec_id: str, width: int, height: int) -> None:
+        request = agent_pb2.TtyWinResizeRequest(
+            container_id=container_id, exec_id=exec_id, row=height, column=width
+        )
+        await self._call("TtyWinResize", request)
+
+    async def remove_container(self, container_id: str) -> None:
+        request = agent_pb2.RemoveContainerRequest(container_id=container_id, timeout=10)
+        await self._call("RemoveContainer", request)
+
+    async def update(self, container_id: str, resources: dict[str, Any]) -> None:
+        raise NotImplementedError(
+            "Update: converting OCI LinuxResources to the agent's UpdateContainer is not done yet"
+        )
+
+    async def pids(self, container_id: str) -> list[int]:
+        raise NotImplementedError(
+            "Pids: the Kata agent protocol has no process listing; not mapped yet"
+        )
+
+    async def stats(self, container_id: str) -> bytes:
+        raise NotImplementedError(
+            "Stats: mapping StatsContainer to containerd's cgroup metrics is not done yet"
+        )
+
+    async def close(self) -> None:
+        """Drop the connection to the guest agent (the sandbox itself keeps running)."""
+        await self.agent.close()
+        if self._on_close is not None:
+            await self._on_close()

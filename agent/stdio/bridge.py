@@ -1,0 +1,115 @@
+"""One process's stdio: containerd's FIFOs <-> the guest agent's stdio calls.
+
+Output: ``ReadStdout``/``ReadStderr`` in a loop (empty data is the end of the stream)
+into the FIFO. Input: the FIFO into ``WriteStdin``, then ``CloseStdin`` at end of
+input. The Task service waits for the output pumps (:meth:`StdioBridge.drained`)
+before it reports the process's exit, so a reader of the container's log sees all
+of it by the time containerd hears of the exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from agent.stdio.fifo import FifoError, InputFifo, OutputFifo
+
+log = logging.getLogger(__name__)
+
+CHUNK = 32768
+
+
+class ProcessIO(Protocol):
+    """The stdio calls of one process in the guest."""
+
+    async def read_stdout(self, size: int) -> bytes: ...
+
+    async def read_stderr(self, size: int) -> bytes: ...
+
+    async def write_stdin(self, data: bytes) -> int: ...
+
+    async def close_stdin(self) -> None: ...
+
+
+class StdioBridge:
+    """Pumps between one process's FIFOs and its guest stdio; ``name`` is for logs."""
+
+    def __init__(
+        self, name: str, io: ProcessIO, stdin: str = "", stdout: str = "", stderr: str = ""
+    ) -> None:
+        self.name = name
+        self.io = io
+        self.paths = (stdin, stdout, stderr)
+        self._stdin: InputFifo | None = None
+        self._outputs: list[OutputFifo] = []
+        self._out_tasks: list[asyncio.Task[None]] = []
+        self._in_task: asyncio.Task[None] | None = None
+
+    def open(self) -> None:
+        """Open the FIFOs (never blocks) and start pumping. Raises FifoError."""
+        stdin, stdout, stderr = self.paths
+        try:
+            if stdin:
+                self._stdin = InputFifo(stdin)
+            for path, reader in ((stdout, self.io.read_stdout), (stderr, self.io.read_stderr)):
+                if path:
+                    fifo = OutputFifo(path)
+                    self._outputs.append(fifo)
+                    self._out_tasks.append(asyncio.create_task(self._pump_out(reader, fifo)))
+        except FifoError:
+            self.close_now()
+            raise
+        if self._stdin is not None:
+            self._in_task = asyncio.create_task(self._pump_in(self._stdin))
+
+    async def _pump_out(self, reader: Callable[[int], Awaitable[bytes]], fifo: OutputFifo) -> None:
+        try:
+            while data := await reader(CHUNK):
+                await fifo.write_all(data)
+        except FifoError as err:
+            log.warning("%s: output stopped: %s", self.name, err)
+        except Exception as err:  # noqa: BLE001 (the backend's errors end this stream only)
+            log.warning("%s: output from the guest ended: %s", self.name, err)
+
+    async def _pump_in(self, fifo: InputFifo) -> None:
+        try:
+            while data := await fifo.read(CHUNK):
+                view = memoryview(data)
+                while view:
+                    view = view[await self.io.write_stdin(bytes(view)) :]
+            await self.io.close_stdin()
+        except FifoError as err:
+            log.warning("%s: input stopped: %s", self.name, err)
+        except Exception as err:  # noqa: BLE001 (the backend's errors end this stream only)
+            log.warning("%s: input to the guest ended: %s", self.name, err)
+
+    def close_stdin(self) -> None:
+        """containerd's CloseIO: input ends once containerd's writer is closed too."""
+        if self._stdin is not None:
+            self._stdin.release()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the output streams to end; True if they did."""
+        if not self._out_tasks:
+            return True
+        _, pending = await asyncio.wait(self._out_tasks, timeout=timeout)
+        return not pending
+
+    def close_now(self) -> None:
+        """Stop every pump and close our FIFO ends."""
+        for task in [*self._out_tasks, *([self._in_task] if self._in_task else [])]:
+            task.cancel()
+        for fifo in self._outputs:
+            fifo.close()
+        if self._stdin is not None:
+            self._stdin.close()
+
+    async def close(self) -> None:
+        self.close_now()
+        tasks = [*self._out_tasks, *([self._in_task] if self._in_task else [])]
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,96 @@
+"""``contrast.node.v1.Shim``: what the shim entry asks of the daemon.
+
+``Register`` (from ``start``) records, per task, which containerd it belongs to (its
+ttrpc address, for events) and the runtime options it was started with. ``Cleanup``
+(from ``delete``) releases a task containerd considers dead, whatever state it is in.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from google.protobuf import any_pb2
+
+from agent.sandbox.errors import StateError
+from agent.sandbox.state import check_id
+from api.containerd.task.v2 import shim_pb2
+from api.node import shim_pb2 as node_pb2
+from shim.errors import translated
+from ttrpc import CallContext, InvalidArgument
+
+if TYPE_CHECKING:
+    from shim.task import TaskService
+
+log = logging.getLogger(__name__)
+
+SERVICE = node_pb2.DESCRIPTOR.services_by_name["Shim"]
+
+
+@dataclass(frozen=True)
+class Registration:
+    namespace: str
+    id: str
+    bundle: str
+    ttrpc_address: str
+    options: any_pb2.Any | None
+
+
+class Registrations:
+    """Tasks announced by ``start``, by (namespace, id); forgotten at Shutdown."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Registration] = {}
+
+    def add(self, registration: Registration) -> None:
+        self._entries[(registration.namespace, registration.id)] = registration
+
+    def get(self, namespace: str, task_id: str) -> Registration | None:
+        return self._entries.get((namespace, task_id))
+
+    def forget(self, namespace: str, task_id: str) -> None:
+        self._entries.pop((namespace, task_id), None)
+
+
+class ControlService:
+    """Serves ``contrast.node.v1.Shim`` for the shim entry."""
+
+    def __init__(self, registrations: Registrations, tasks: TaskService, address: str) -> None:
+        self.registrations = registrations
+        self.tasks = tasks
+        self.address = address
+
+    async def Register(
+        self, request: node_pb2.RegisterRequest, ctx: CallContext
+    ) -> node_pb2.RegisterResponse:
+        try:
+            check_id(request.namespace, "namespace")
+            check_id(request.id, "task id")
+        except StateError as err:
+            raise InvalidArgument(str(err)) from err
+        if not request.ttrpc_address:
+            raise InvalidArgument(f"task {request.id}: no containerd ttrpc address (TTRPC_ADDRESS)")
+        self.registrations.add(
+            Registration(
+                namespace=request.namespace,
+                id=request.id,
+                bundle=request.bundle,
+                ttrpc_address=request.ttrpc_address,
+                options=request.options if request.HasField("options") else None,
+            )
+        )
+        log.info(
+            "task %s/%s registered (events to %s)",
+            request.namespace,
+            request.id,
+            request.ttrpc_address,
+        )
+        return node_pb2.RegisterResponse(address=self.address)
+
+    @translated
+    async def Cleanup(
+        self, request: node_pb2.CleanupRequest, ctx: CallContext
+    ) -> shim_pb2.DeleteResponse:
+        self.registrations.forget(request.namespace, request.id)
+        return await self.tasks.cleanup(request.namespace, request.id)

@@ -1,0 +1,213 @@
+"""``containerd-shim-contrast-cc-v2``: the executable containerd runs for every task.
+
+containerd 1.6 runs, in the task's bundle directory::
+
+    <shim> -namespace NS -address CONTAINERD_SOCK -publish-binary CONTAINERD [-id ID] [-debug] start
+    <shim> -namespace NS -address ... -publish-binary ... -id ID -bundle BUNDLE delete
+
+with ``TTRPC_ADDRESS`` (containerd's ttrpc socket, for events) in the environment
+and, for ``start``, the runtime options (a protobuf ``Any``) on stdin.
+
+- ``start`` makes sure the node daemon runs (starting it when it does not),
+  registers the task with it, writes the daemon's address into the bundle's
+  ``address`` file (containerd reads it back when it restarts) and prints the
+  address: a plain socket path, which containerd 1.6's shim dialer accepts (it
+  strips an optional ``unix://``).
+- ``delete`` asks the daemon to release the task and prints its
+  ``containerd.task.v2.DeleteResponse`` (protobuf) on stdout; with the daemon gone it
+  releases the task from the persisted state itself.
+
+Exit codes: 0 done, 1 failed (one line on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+
+from agent.daemon import settings as daemon_settings
+from agent.events.envelope import timestamp
+from agent.sandbox.errors import SandboxError
+from agent.sandbox.state import StateStore
+from agent.sandbox.vm_backend import kill_orphan
+from api.containerd.task.v2 import shim_pb2
+from api.node import shim_pb2 as node_pb2
+from ttrpc import Client, ServiceStub, StatusError, TtrpcError
+
+NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Shim"]
+DAEMON_START_SECONDS = 20.0
+CALL_SECONDS = 30.0
+
+
+class ShimError(Exception):
+    """The shim entry could not do what containerd asked; the message says why."""
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """containerd's Go-style flags (``-namespace x``, ``-namespace=x``, ``--namespace x``)."""
+    parser = argparse.ArgumentParser(prog="containerd-shim-contrast-cc-v2", allow_abbrev=False)
+    for flag in ("namespace", "address", "publish-binary", "id", "bundle", "socket"):
+        parser.add_argument(f"-{flag}", f"--{flag}", default="")
+    parser.add_argument("-debug", "--debug", action="store_true")
+    parser.add_argument("-v", "--version", action="store_true")
+    parser.add_argument("action", nargs="?", choices=["start", "delete"])
+    return parser.parse_args(argv)
+
+
+async def _connect(socket: Path) -> Client | None:
+    try:
+        return await Client.connect_unix(socket)
+    except (TtrpcError, OSError):
+        return None
+
+
+def _spawn_daemon(config: daemon_settings.Settings) -> None:
+    """Start the daemon in its own session, detached from containerd and from us."""
+    config.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(config.run_dir / daemon_settings.LOG_FILE, "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "agent.daemon"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd="/",
+            close_fds=True,
+        )
+
+
+async def ensure_daemon(config: daemon_settings.Settings) -> Client:
+    """A connection to the daemon, starting it first when nobody answers; raises ShimError."""
+    client = await _connect(config.socket)
+    if client is not None:
+        return client
+    _spawn_daemon(config)
+    deadline = time.monotonic() + DAEMON_START_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        client = await _connect(config.socket)
+        if client is not None:
+            return client
+    log = config.run_dir / daemon_settings.LOG_FILE
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise ShimError(
+        f"the node daemon did not come up on {config.socket} within "
+        f"{DAEMON_START_SECONDS:.0f} s; its log {log} ends: {tail.strip()}"
+    )
+
+
+def read_options(data: bytes) -> any_pb2.Any | None:
+    """The runtime options containerd wrote on stdin (a marshalled Any), if any."""
+    if not data:
+        return None
+    options = any_pb2.Any()
+    try:
+        options.ParseFromString(data)
+    except DecodeError as err:
+        raise ShimError(f"the runtime options on stdin are not a protobuf Any: {err}") from err
+    return options
+
+
+async def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
+    """Register the task with the (possibly just started) daemon; its address."""
+    config = daemon_settings.from_env()
+    client = await ensure_daemon(config)
+    try:
+        request = node_pb2.RegisterRequest(
+            namespace=args.namespace or os.environ.get("NAMESPACE", ""),
+            id=args.id,
+            bundle=str(Path.cwd()),
+            ttrpc_address=os.environ.get("TTRPC_ADDRESS", ""),
+            grpc_address=args.address,
+            options=options,
+        )
+        reply = await ServiceStub(client, NODE_SERVICE).Register(request, timeout=CALL_SECONDS)
+    except StatusError as err:
+        raise ShimError(f"the node daemon refused task {args.id}: {err.message}") from err
+    except TtrpcError as err:
+        raise ShimError(f"registering task {args.id} with the node daemon: {err}") from err
+    finally:
+        await client.close()
+    assert isinstance(reply, node_pb2.RegisterResponse)
+    Path("address").write_text(reply.address)
+    return reply.address
+
+
+def delete_locally(config: daemon_settings.Settings, namespace: str, task_id: str) -> None:
+    """Release a task from the persisted state while no daemon runs; raises ShimError."""
+    store = StateStore(config.state_dir)
+    records, _ = store.load_all()
+    try:
+        for record in records:
+            container = record.container(task_id)
+            if record.namespace != namespace or container is None:
+                continue
+            if container.is_sandbox:
+                if record.vm is not None:
+                    kill_orphan(record.vm)
+                store.remove(record.namespace, record.id)
+            else:
+                store.save(record.without_container(task_id))
+    except SandboxError as err:
+        raise ShimError(f"releasing task {task_id} without the daemon: {err}") from err
+
+
+async def delete(args: argparse.Namespace) -> shim_pb2.DeleteResponse:
+    config = daemon_settings.from_env()
+    namespace = args.namespace or os.environ.get("NAMESPACE", "")
+    client = await _connect(config.socket)
+    if client is None:
+        delete_locally(config, namespace, args.id)
+        return shim_pb2.DeleteResponse(
+            exit_status=128 + signal.SIGKILL, exited_at=timestamp(time.time_ns())
+        )
+    try:
+        request = node_pb2.CleanupRequest(
+            namespace=namespace, id=args.id, bundle=args.bundle or str(Path.cwd())
+        )
+        reply = await ServiceStub(client, NODE_SERVICE).Cleanup(request, timeout=CALL_SECONDS)
+    except TtrpcError as err:
+        raise ShimError(f"the node daemon could not release task {args.id}: {err}") from err
+    finally:
+        await client.close()
+    assert isinstance(reply, shim_pb2.DeleteResponse)
+    return reply
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        print("containerd-shim-contrast-cc-v2 (contrast-node 0.1.0)")
+        return 0
+    if args.action is None:
+        print(
+            "containerd-shim-contrast-cc-v2: an action is required: start or delete",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.id:
+        print("containerd-shim-contrast-cc-v2: -id is required", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "start":
+            stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+            address = asyncio.run(start(args, read_options(stdin)))
+            sys.stdout.write(address)
+            sys.stdout.flush()
+        else:
+            response = asyncio.run(delete(args))
+            sys.stdout.buffer.write(response.SerializeToString())
+            sys.stdout.buffer.flush()
+    except (ShimError, daemon_settings.SettingsError, OSError) as err:
+        print(f"containerd-shim-contrast-cc-v2 {args.action}: {err}", file=sys.stderr)
+        return 1
+    return 0

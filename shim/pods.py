@@ -1,0 +1,125 @@
+"""The daemon's live view of its sandboxes: records plus what only exists in memory
+(the backend's sandbox handle, stdio bridges, exit futures, exec specs).
+
+Every change of a record goes through :meth:`Pods.update`, which persists it
+atomically before the change is visible to anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.sandbox.backend import PodSandbox, Stream
+from agent.sandbox.config import RuntimeConfig
+from agent.sandbox.errors import UnknownTaskError
+from agent.sandbox.state import ContainerRecord, ProcessRecord, SandboxRecord, StateStore
+from agent.stdio import StdioBridge
+
+log = logging.getLogger(__name__)
+
+
+class ProcessStdio:
+    """One process's stdio calls, bound to its sandbox (agent.stdio's ProcessIO)."""
+
+    def __init__(self, sandbox: PodSandbox, container_id: str, exec_id: str) -> None:
+        self.sandbox = sandbox
+        self.container_id = container_id
+        self.exec_id = exec_id
+
+    async def read_stdout(self, size: int) -> bytes:
+        return await self.sandbox.read_output(self.container_id, self.exec_id, Stream.STDOUT, size)
+
+    async def read_stderr(self, size: int) -> bytes:
+        return await self.sandbox.read_output(self.container_id, self.exec_id, Stream.STDERR, size)
+
+    async def write_stdin(self, data: bytes) -> int:
+        return await self.sandbox.write_stdin(self.container_id, self.exec_id, data)
+
+    async def close_stdin(self) -> None:
+        await self.sandbox.close_stdin(self.container_id, self.exec_id)
+
+
+@dataclass
+class Live:
+    """In-memory companions of one process record."""
+
+    exited: asyncio.Future[ProcessRecord]
+    bridge: StdioBridge | None = None
+    watcher: asyncio.Task[None] | None = None
+    # An exec's OCI process spec, kept from Exec until Start.
+    spec: dict[str, Any] | None = None
+
+
+@dataclass
+class Pod:
+    record: SandboxRecord
+    config: RuntimeConfig | None
+    # None when the sandbox could not be reattached after a restart.
+    sandbox: PodSandbox | None
+    live: dict[tuple[str, str], Live] = field(default_factory=dict)
+
+    def live_of(self, container_id: str, exec_id: str) -> Live:
+        key = (container_id, exec_id)
+        if key not in self.live:
+            self.live[key] = Live(exited=asyncio.get_running_loop().create_future())
+        return self.live[key]
+
+
+class Pods:
+    """Sandboxes by (namespace, sandbox id), and which sandbox holds which container."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self._pods: dict[tuple[str, str], Pod] = {}
+        self._lock = asyncio.Lock()
+
+    def all(self) -> list[Pod]:
+        return list(self._pods.values())
+
+    def pod(self, namespace: str, sandbox_id: str) -> Pod | None:
+        return self._pods.get((namespace, sandbox_id))
+
+    def find(self, namespace: str, container_id: str) -> tuple[Pod, ContainerRecord]:
+        """The pod and record of a container; raises UnknownTaskError."""
+        for (ns, _), pod in self._pods.items():
+            if ns != namespace:
+                continue
+            container = pod.record.container(container_id)
+            if container is not None:
+                return pod, container
+        raise UnknownTaskError(f"task {container_id} not found in namespace {namespace}")
+
+    def process(
+        self, namespace: str, container_id: str, exec_id: str
+    ) -> tuple[Pod, ContainerRecord, ProcessRecord]:
+        pod, container = self.find(namespace, container_id)
+        process = container.process(exec_id)
+        if process is None:
+            raise UnknownTaskError(f"exec {exec_id} of task {container_id} not found")
+        return pod, container, process
+
+    async def add(self, pod: Pod) -> None:
+        """Persist and register a new sandbox; raises StateError."""
+        async with self._lock:
+            self.store.save(pod.record)
+            self._pods[(pod.record.namespace, pod.record.id)] = pod
+
+    async def update(self, pod: Pod, change: Callable[[SandboxRecord], SandboxRecord]) -> None:
+        """Apply ``change`` to the pod's record and persist it; raises StateError."""
+        async with self._lock:
+            record = change(pod.record)
+            self.store.save(record)
+            pod.record = record
+
+    async def remove(self, pod: Pod) -> None:
+        async with self._lock:
+            self.store.remove(pod.record.namespace, pod.record.id)
+            self._pods.pop((pod.record.namespace, pod.record.id), None)
+
+    def adopt(self, pod: Pod) -> None:
+        """Register a sandbox loaded from disk (already persisted)."""
+        self._pods[(pod.record.namespace, pod.record.id)] = pod
