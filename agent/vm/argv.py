@@ -151,8 +151,9 @@ def _transport_args(config: VMConfig, fds: PassedFds) -> list[str]:
 def _net_args(net: NetDevice, fds: PassedFds) -> list[str]:
     if fds.tap is None:
         raise ValueError(f"network device {net.id} needs the tap's fd")
+    # romfile "": no iPXE option ROM; we boot a kernel directly, never from the network.
     nic = {"driver": "virtio-net-pci", "id": f"{net.id}-nic", "netdev": net.id, "mac": net.mac,
-           "host_mtu": net.mtu}  # fmt: skip
+           "host_mtu": net.mtu, "romfile": ""}  # fmt: skip
     return ["-netdev", opts("tap", id=net.id, fd=fds.tap, vhost=False), "-device", _json(nic)]
 
 

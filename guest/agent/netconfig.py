@@ -21,6 +21,7 @@ import ipaddress
 import os
 import re
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,7 @@ from api.kata import types_pb2
 RESOLV_CONF = Path("/run/contrast/sandbox/resolv.conf")
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL = 2
+VIRTIO_NET_MODULE = "virtio_net"
 IFF_UP = 0x1
 IFF_NOARP = 0x80
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
@@ -74,15 +76,43 @@ def _prefixlen(mask: str, address: str) -> int:
     return int(mask)
 
 
+def run(args: Sequence[str], timeout: float) -> str:
+    """Run a program (argument list, stdin /dev/null); its stdout, or NetconfigError
+    carrying the exit status and output."""
+    try:
+        result = subprocess.run(
+            list(args), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise NetconfigError(f"{' '.join(args)}: {err}") from err
+    if result.returncode != 0:
+        raise NetconfigError(
+            f"{' '.join(args)} exited with {result.returncode}: "
+            f"{(result.stderr or result.stdout).strip()}"
+        )
+    return result.stdout
+
+
+def _find_mac(ipr: Any, mac: str) -> Any:
+    for link in ipr.get_links():
+        if str(link.get_attr("IFLA_ADDRESS") or "").lower() == mac:
+            return link
+    return None
+
+
 def _link_by_mac(ipr: Any, mac: str, timeout: float) -> Any:
+    link = _find_mac(ipr, mac)
+    if link is not None:
+        return link
+    # The guest has no udev: nothing loads the NIC's driver until it is needed.
+    run(["modprobe", VIRTIO_NET_MODULE], timeout=30)
     deadline = time.monotonic() + timeout
-    while True:
-        for link in ipr.get_links():
-            if str(link.get_attr("IFLA_ADDRESS") or "").lower() == mac:
-                return link
+    while (link := _find_mac(ipr, mac)) is None:
         if time.monotonic() >= deadline:
-            raise NetconfigError(f"no network link with MAC {mac}")
+            raise NetconfigError(f"no network link with MAC {mac} (after loading virtio_net)")
         time.sleep(0.1)
+    return link
 
 
 def _check_interface(iface: types_pb2.Interface) -> str:

@@ -1,4 +1,5 @@
-"""Network namespaces need root; the topology helpers need ``ip`` and ``tc``."""
+"""Network namespaces need root; the topology helpers need ``ip`` and ``tc``. The
+guest image and short VM directory fixtures are the pod-VM tests' own."""
 
 import os
 from collections.abc import Iterator
@@ -7,6 +8,9 @@ import pytest
 
 from tests.conftest import require_programs
 from tests.integration.network.topology import Topology, pod_topology
+from tests.integration.vm.conftest import guest_image, vm_dir
+
+__all__ = ["guest_image", "topo", "vm_dir"]
 
 
 @pytest.fixture

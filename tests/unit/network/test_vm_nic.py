@@ -32,7 +32,7 @@ def test_nic_on_tap_fd() -> None:
     nics = [d for d in devices if d.get("driver") == "virtio-net-pci"]
     assert nics == [
         {"driver": "virtio-net-pci", "id": "net0-nic", "netdev": "net0",
-         "mac": "02:00:0a:d5:2f:02", "host_mtu": 1400}
+         "mac": "02:00:0a:d5:2f:02", "host_mtu": 1400, "romfile": ""}
     ]  # fmt: skip
 
 
