@@ -1,21 +1,62 @@
-"""``python3 -m guest.agent``: the guest agent's entry point (run by contrast-init)."""
+"""``python3 -m guest.agent``: the guest agent's entry point (run by contrast-init).
+
+In the guest it serves the virtio-serial port (or vsock). ``--listen PATH`` serves a
+unix socket instead, for development and the host-level tests; the other options
+point it at another runtime, state directory or policy.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import signal
 import sys
+from pathlib import Path
 
 from guest.agent import channel
-from guest.agent.server import build_server
+from guest.agent.children import Reaper, become_subreaper
+from guest.agent.server import AgentConfig, build_agent, build_server
 from guest.init import READY_LINE, power
 
 log = logging.getLogger("guest.agent")
 
 
-async def run() -> int:
-    """Serve until the ACPI power button is pressed; the exit then powers the VM off."""
-    server = build_server()
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="guest-agent", description=__doc__)
+    defaults = AgentConfig()
+    parser.add_argument("--listen", type=Path, help="serve this unix socket (development)")
+    parser.add_argument("--runtime", default=defaults.runtime, choices=("crun", "runc"))
+    parser.add_argument("--run-dir", type=Path, default=defaults.run_dir)
+    parser.add_argument("--policy", type=Path, default=defaults.policy_path)
+    parser.add_argument("--registry-config", type=Path, default=defaults.registry_config)
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Serve until the ACPI power button is pressed (or, with --listen, SIGTERM)."""
+    become_subreaper()
+    reaper = Reaper()
+    reaper.start()
+    config = AgentConfig(
+        run_dir=args.run_dir,
+        runtime=args.runtime,
+        policy_path=args.policy,
+        registry_config=args.registry_config,
+    )
+    service = build_agent(config, reaper)
+    server = build_server(service)
+    if args.listen is not None:
+        await server.serve_unix(str(args.listen))
+        print(f"{READY_LINE} on {args.listen}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        await stop.wait()
+        await service.sandbox.destroy()
+        await server.close(timeout=2.0)
+        return 0
     port = await channel.wait_for_port()
     if port is not None:
         serving = asyncio.create_task(channel.serve_port(server, port))
@@ -23,24 +64,25 @@ async def run() -> int:
     else:
         serving = asyncio.create_task(channel.serve_vsock(server))
         where = f"vsock port {channel.VSOCK_PORT}"
-    stop = asyncio.create_task(power.wait_for_power_button())
+    stop_task = asyncio.create_task(power.wait_for_power_button())
     # The host waits for this exact line on the console before it calls Health/Check.
     print(f"{READY_LINE} on {where}", flush=True)
-    done, _ = await asyncio.wait({serving, stop}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({serving, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     if serving in done:
         serving.result()  # re-raises why serving ended
         return 1
     log.info("power button pressed: shutting down")
     serving.cancel()
+    await service.sandbox.destroy()
     await server.close(timeout=2.0)
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="contrast-guest-agent: %(message)s"
     )
-    return asyncio.run(run())
+    return asyncio.run(run(parse(argv)))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,19 @@ import pytest
 from agent.transport.client import AgentClient
 from api.kata import agent_pb2
 from guest.agent import channel, details
-from guest.agent.server import build_server
+from guest.agent.policy import Policy
+from guest.agent.server import AgentConfig, build_agent, build_server
 from guest.init import power
-from ttrpc import Client, Unimplemented
+from ttrpc import Client, PermissionDenied, Unimplemented
+
+# The agent checks GetGuestDetails against its policy like every AgentService request.
+DETAILS_ONLY = "package agent_policy\n\nGuestDetailsRequest := true\n"
 
 
 @pytest.fixture
-async def agent() -> AsyncIterator[AgentClient]:
-    server = build_server()
+async def agent(tmp_path: Path) -> AsyncIterator[AgentClient]:
+    config = AgentConfig(run_dir=tmp_path / "run", policy_path=tmp_path / "absent.rego")
+    server = build_server(build_agent(config, agent_policy=Policy(DETAILS_ONLY)))
     ours, theirs = socket.socketpair()
     await server.serve_fd(theirs.detach())
     client = AgentClient(await Client.from_fd(ours.detach()))
@@ -37,11 +42,11 @@ async def test_guest_details_carry_version_and_facts(agent: AgentClient) -> None
     assert reply.agent_details.device_handlers == ["blk"]
 
 
-async def test_other_rpcs_are_unimplemented(agent: AgentClient) -> None:
-    with pytest.raises(Unimplemented):
+async def test_other_rpcs_are_denied_or_unimplemented(agent: AgentClient) -> None:
+    with pytest.raises(PermissionDenied, match="CreateContainerRequest is blocked by policy"):
         await agent.agent.CreateContainer(agent_pb2.CreateContainerRequest(container_id="c"))
     with pytest.raises(Unimplemented):
-        await agent.agent.DestroySandbox(agent_pb2.DestroySandboxRequest())
+        await agent.agent.MemHotplugByProbe(agent_pb2.MemHotplugByProbeRequest())
 
 
 def fake_system(tmp_path: Path) -> tuple[Path, Path]:

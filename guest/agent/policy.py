@@ -1,0 +1,183 @@
+"""The agent's Rego policy, evaluated with regopy as Kata's agent does with regorus.
+
+Contract (Kata ``src/agent/policy``): every request is the query
+``data.agent_policy.<RequestName>`` with the request as ``input``; the result is
+either a boolean or an object ``{"allowed": bool, "ops": [JSON patch]}`` whose ops,
+when allowed, patch the data document (policy state lives under ``data.pstate``,
+empty at start and after every SetPolicy). Anything else denies: an undefined rule,
+a rule that fails to evaluate, a result of another type. ``AllowRequestsFailingPolicy
+:= true`` in the policy turns denials into allows, as in Kata (for debugging).
+
+``data.agent_policy.policy_reason`` (a string), when the policy defines it, is put
+into every denial message (the initdata processor's deny-all convention).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from regopy import Interpreter, RegoError
+
+from guest.agent import jsonpatch
+from guest.agent.errors import PolicyError
+
+log = logging.getLogger(__name__)
+
+POLICY_PATH = Path("/run/measured-cfg/policy.rego")
+PACKAGE = "agent_policy"
+REASON_RULE = "policy_reason"
+ALLOW_FAILURES_RULE = "AllowRequestsFailingPolicy"
+MAX_POLICY_BYTES = 16 * 1024 * 1024
+
+
+def deny_all_policy(reason: str) -> str:
+    """A policy denying every request (no rule defined) and carrying ``reason``."""
+    return f"package {PACKAGE}\n\n{REASON_RULE} := {json.dumps(reason)}\n"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    # Why it was denied: the policy's policy_reason and/or an evaluation failure.
+    reason: str = ""
+
+
+class Policy:
+    """One compiled policy plus its state document. Not thread-safe: one event loop."""
+
+    def __init__(self, text: str, name: str = "policy.rego") -> None:
+        """Compile ``text``. Raises PolicyError naming the parse/compile failure."""
+        if len(text.encode()) > MAX_POLICY_BYTES:
+            raise PolicyError(f"{name}: policy larger than {MAX_POLICY_BYTES} bytes")
+        self.text = text
+        self.name = name
+        self._data: dict[str, Any] = {"pstate": {}}
+        self._rego = self._compile()
+        # Compile errors of some kinds only show at the first query: probe once.
+        probe = self._rego.query(f"x := data.{PACKAGE}.{REASON_RULE}")
+        if not probe.ok():
+            raise PolicyError(f"{name}: policy does not evaluate: {_one_line(str(probe))}")
+        self._allow_failures = self._constant(ALLOW_FAILURES_RULE) is True
+
+    def _compile(self) -> Interpreter:
+        rego = Interpreter()
+        try:
+            rego.add_module(self.name, self.text)
+            rego.add_data_json(json.dumps(self._data))
+        except RegoError as err:
+            raise PolicyError(
+                f"{self.name}: policy does not compile: {_one_line(str(err))}"
+            ) from err
+        return rego
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The policy's data document (``pstate`` and whatever ops added)."""
+        return json.loads(json.dumps(self._data))  # type: ignore[no-any-return]
+
+    def _constant(self, rule: str) -> Any:
+        self._rego.set_input_term("{}")
+        return self._query(rule)
+
+    def _query(self, rule: str) -> Any:
+        """The value of data.agent_policy.<rule>, or None when undefined.
+
+        Raises PolicyError when evaluation fails.
+        """
+        out = self._rego.query(f"x := data.{PACKAGE}.{rule}")
+        # regopy aborts the process when asked for a binding of an undefined result,
+        # and frees nodes with their Output: read while ``out`` is alive.
+        if not out.ok():
+            raise PolicyError(f"evaluating {rule} failed: {_one_line(str(out))}")
+        if str(out) == "undefined":
+            return None
+        return json.loads(out.binding("x").json())
+
+    def reason(self) -> str:
+        """The policy's policy_reason, or "" when it has none (or it is not a string)."""
+        try:
+            value = self._query(REASON_RULE)
+        except PolicyError:
+            return ""
+        return value if isinstance(value, str) else ""
+
+    def evaluate(self, request: str, input_doc: dict[str, Any]) -> Decision:
+        """Decide ``request`` (e.g. "CreateContainerRequest") for ``input_doc``.
+
+        Never raises for a policy's fault: any failure is a denial whose reason says why.
+        """
+        try:
+            self._rego.set_input_term(json.dumps(input_doc))
+            value = self._query(request)
+        except (PolicyError, RegoError, ValueError) as err:
+            return self._deny(request, f"policy evaluation failed: {_one_line(str(err))}")
+        if value is None:
+            return self._deny(request, "")
+        if isinstance(value, bool):
+            return Decision(True) if value else self._deny(request, "")
+        if isinstance(value, dict) and isinstance(value.get("allowed"), bool):
+            if not value["allowed"]:
+                return self._deny(request, "")
+            ops = value.get("ops")
+            if ops is not None:
+                try:
+                    self._apply(ops)
+                except PolicyError as err:
+                    return self._deny(request, str(err))
+            return Decision(True)
+        return self._deny(request, f"policy returned {type(value).__name__}, not a decision")
+
+    def _deny(self, request: str, failure: str) -> Decision:
+        if self._allow_failures:
+            log.warning(
+                "policy: %s denied (%s), allowed by %s", request, failure, ALLOW_FAILURES_RULE
+            )
+            return Decision(True)
+        parts = [p for p in (self.reason(), failure) if p]
+        return Decision(False, "; ".join(parts))
+
+    def _apply(self, ops: Any) -> None:
+        """Apply JSON patch ``ops`` to the data document and recompile with it."""
+        try:
+            patched = jsonpatch.apply(self._data, ops)
+        except jsonpatch.PatchError as err:
+            raise PolicyError(f"policy state update failed: {err}") from err
+        if not isinstance(patched, dict):
+            raise PolicyError("policy state update failed: the data document must stay an object")
+        previous = self._data
+        self._data = patched
+        try:
+            # regopy merges added data instead of replacing it: start a new interpreter.
+            self._rego = self._compile()
+        except PolicyError:
+            self._data = previous
+            self._rego = self._compile()
+            raise
+
+
+def load(path: Path = POLICY_PATH) -> Policy:
+    """The policy in force at start: ``path``, else a deny-all policy saying why.
+
+    A policy that does not compile is replaced by a deny-all one naming the error,
+    so every request fails with a message the user can read.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return Policy(deny_all_policy(f"no policy: {path} does not exist"), "default-policy.rego")
+    except (OSError, UnicodeDecodeError) as err:
+        return Policy(deny_all_policy(f"cannot read {path}: {err}"), "default-policy.rego")
+    try:
+        return Policy(text, path.name)
+    except PolicyError as err:
+        log.warning("policy %s rejected: %s", path, err)
+        return Policy(deny_all_policy(str(err)), "default-policy.rego")
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= 500 else flat[:497] + "..."

@@ -1,0 +1,217 @@
+"""The pod inside the VM: its files, its pause container, and where rootfses come from.
+
+- CreateSandbox writes the pod's hostname, hosts and resolv.conf in the guest (the
+  host's copies are never mounted).
+- The sandbox (pause) container (annotation ``io.kubernetes.cri.container-type:
+  sandbox``) runs the guest image's own pause program: a static busybox copied into
+  its bundle, sleeping. Its ipc/uts (and, on request, pid) namespaces are the pod's.
+- Every other container's rootfs is pulled by the guest: the request must carry a
+  storage with driver ``image_guest_pull``; the reference is that storage's source,
+  else the spec annotation ``io.kubernetes.cri.image-name``. Nothing of the host's
+  rootfs is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from api.kata import agent_pb2
+from guest.agent import spec as specs
+from guest.agent.containers import Container, Containers, Release
+from guest.agent.errors import FailedPrecondition, InvalidRequest, NotFound
+
+log = logging.getLogger(__name__)
+
+CONTAINER_TYPE_KEYS = ("io.kubernetes.cri.container-type", "io.kubernetes.cri-o.ContainerType")
+IMAGE_NAME_KEYS = ("io.kubernetes.cri.image-name", "io.kubernetes.cri-o.ImageName")
+GUEST_PULL_DRIVER = "image_guest_pull"
+PAUSE_ARGS = ("/busybox", "sleep", "2147483647")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class RootfsSource(Protocol):
+    """Mounts an image's rootfs at ``<bundle>/rootfs``; the returned callable undoes it."""
+
+    async def mount(self, image: str, bundle: Path) -> Release: ...
+
+
+class PulledRootfs:
+    """Rootfs from the guest image puller (digest-pinned, verified, overlayfs).
+
+    The puller (and its store) is made at the first pull by ``factory``.
+    """
+
+    def __init__(self, factory: Callable[[], Any]) -> None:
+        self._factory = factory
+        self._puller: Any = None
+
+    async def mount(self, image: str, bundle: Path) -> Release:
+        if self._puller is None:
+            self._puller = await asyncio.to_thread(self._factory)
+        puller = self._puller
+        await asyncio.to_thread(puller.pull_into_bundle, image, bundle)
+
+        async def release() -> None:
+            await asyncio.to_thread(puller.remove_bundle, bundle)
+
+        return release
+
+
+def check_id(kind: str, value: str) -> str:
+    """Ids become path names: refuse anything but a plain name. Raises InvalidRequest."""
+    if not _ID.match(value):
+        raise InvalidRequest(f"{kind} {value!r} is not a valid id")
+    return value
+
+
+def container_type(annotations: dict[str, str]) -> str:
+    for key in CONTAINER_TYPE_KEYS:
+        if key in annotations:
+            return annotations[key]
+    return ""
+
+
+def image_reference(request: agent_pb2.CreateContainerRequest) -> str:
+    """The image the guest must pull for this container. Raises InvalidRequest."""
+    pulls = [s for s in request.storages if s.driver == GUEST_PULL_DRIVER]
+    others = sorted({s.driver for s in request.storages if s.driver != GUEST_PULL_DRIVER})
+    if others:
+        raise InvalidRequest(f"storage drivers {others} are not supported by this guest")
+    if len(pulls) != 1:
+        raise InvalidRequest(
+            f"container {request.container_id}: the rootfs must be pulled in the guest "
+            f"(exactly one storage with driver {GUEST_PULL_DRIVER!r}, got {len(pulls)})"
+        )
+    if pulls[0].source:
+        return pulls[0].source
+    for key in IMAGE_NAME_KEYS:
+        if request.OCI.Annotations.get(key):
+            return request.OCI.Annotations[key]
+    raise InvalidRequest(f"container {request.container_id}: no image reference")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    run_dir: Path = Path("/run/contrast")
+    pause_program: Callable[[], str | None] = lambda: shutil.which("busybox")
+
+
+class Sandbox:
+    """The pod: created once, then containers; destroyed with everything in it."""
+
+    def __init__(self, containers: Containers, rootfs: RootfsSource, config: SandboxConfig) -> None:
+        self.containers = containers
+        self.rootfs = rootfs
+        self.config = config
+        self.id = ""
+        self.created = False
+        self.pause_id = ""
+        self.files = config.run_dir / "sandbox"
+        self.bundles = config.run_dir / "containers"
+
+    def create(self, request: agent_pb2.CreateSandboxRequest) -> None:
+        """Write the pod's files. Raises FailedPrecondition when it exists already."""
+        if self.created:
+            raise FailedPrecondition(f"sandbox {self.id} already exists")
+        if request.sandbox_id:
+            check_id("sandbox_id", request.sandbox_id)
+        hostname = request.hostname or "localhost"
+        if not re.match(r"^[A-Za-z0-9.-]{1,253}$", hostname):
+            raise InvalidRequest(f"hostname {hostname!r} is not a valid host name")
+        self.files.mkdir(parents=True, exist_ok=True)
+        self.bundles.mkdir(parents=True, exist_ok=True)
+        (self.files / "hostname").write_text(hostname + "\n")
+        (self.files / "hosts").write_text(
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"
+        )
+        lines = [line for entry in request.dns for line in entry.splitlines() if line.strip()]
+        (self.files / "resolv.conf").write_text("".join(f"{line}\n" for line in lines))
+        self.id = request.sandbox_id
+        self.created = True
+        log.info("sandbox %s created (hostname %s)", self.id, hostname)
+
+    def _pause_pid(self) -> int | None:
+        if not self.pause_id:
+            return None
+        try:
+            pause = self.containers.get(self.pause_id)
+        except NotFound:
+            return None
+        return None if pause.init.exited.done() else pause.init.pid
+
+    async def create_container(self, request: agent_pb2.CreateContainerRequest) -> Container:
+        """Prepare the bundle (pause program or pulled image) and create the container.
+
+        Raises InvalidRequest, FailedPrecondition, AlreadyExists, ImagePullError,
+        CommandError.
+        """
+        if not self.created:
+            raise FailedPrecondition("CreateSandbox must come first")
+        cid = check_id("container_id", request.container_id)
+        self.containers.reserve(cid)
+        is_pause = container_type(dict(request.OCI.Annotations)) == "sandbox"
+        if is_pause and self.pause_id:
+            raise FailedPrecondition(f"the sandbox container {self.pause_id} exists already")
+        image = "" if is_pause else image_reference(request)
+        bundle = self.bundles / cid
+        bundle.mkdir(parents=True)
+        release: Release | None = None
+        try:
+            if is_pause:
+                self._pause_rootfs(bundle)
+            else:
+                release = await self.rootfs.mount(image, bundle)
+            ctx = specs.GuestContext(
+                container_id=cid,
+                sandbox_files=self.files,
+                sandbox_pid=None if is_pause else self._pause_pid(),
+                join_pid_ns=request.sandbox_pidns,
+            )
+            adapted = specs.adapt(request.OCI, ctx)
+            if is_pause:
+                adapted.config["process"]["args"] = list(PAUSE_ARGS)
+                adapted.config["process"]["terminal"] = False
+            for note in adapted.notes:
+                log.info("container %s: %s", cid, note)
+            container = await self.containers.create(cid, bundle, adapted.config, release)
+        except BaseException:
+            if release is not None:
+                await release()
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise
+        if is_pause:
+            self.pause_id = cid
+        return container
+
+    def _pause_rootfs(self, bundle: Path) -> None:
+        program = self.config.pause_program()
+        if program is None:
+            raise FailedPrecondition("the guest image has no pause program (busybox)")
+        rootfs = bundle / "rootfs"
+        rootfs.mkdir()
+        for sub in ("proc", "sys", "dev", "etc"):
+            (rootfs / sub).mkdir()
+        shutil.copy2(program, rootfs / "busybox")
+
+    async def remove_container(self, cid: str, timeout: float | None) -> None:
+        await self.containers.remove(cid, timeout)
+        if cid == self.pause_id:
+            self.pause_id = ""
+
+    async def destroy(self) -> None:
+        """Remove every container (the pause container last) and the pod's files."""
+        for cid in [c for c in self.containers.ids() if c != self.pause_id]:
+            await self.remove_container(cid, timeout=10.0)
+        if self.pause_id:
+            await self.remove_container(self.pause_id, timeout=10.0)
+        shutil.rmtree(self.files, ignore_errors=True)
+        self.created = False
+        log.info("sandbox %s destroyed", self.id)
+        self.id = ""

@@ -1,0 +1,172 @@
+"""The agent's container lifecycle with a real runtime, image pull and stdio (host level)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ttrpc
+from api.kata import agent_pb2
+from tests.integration.guestagent import requests as rq
+from tests.integration.guestagent.conftest import AgentProcess, Pushed
+
+# Replies are typed Message by the stub; the tests read their fields.
+Agent = tuple[Any, AgentProcess]
+
+
+async def read_all(stub: Any, cid: str, exec_id: str = "", stderr: bool = False) -> bytes:
+    """ReadStdout/ReadStderr until the empty answer that means end of stream."""
+    call = stub.ReadStderr if stderr else stub.ReadStdout
+    data = b""
+    while True:
+        reply = await call(agent_pb2.ReadStreamRequest(container_id=cid, exec_id=exec_id, len=7))
+        assert len(reply.data) <= 7
+        if not reply.data:
+            return data
+        data += reply.data
+
+
+async def sandbox(stub: Any) -> None:
+    await stub.CreateSandbox(
+        agent_pb2.CreateSandboxRequest(hostname="pod-host", dns=["nameserver 10.0.0.10"],
+                                       sandbox_id="sandbox1")
+    )  # fmt: skip
+    await stub.CreateContainer(rq.create_pause("pause"))
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="pause"))
+
+
+async def wait(stub: Any, cid: str, exec_id: str = "") -> int:
+    reply = await stub.WaitProcess(agent_pb2.WaitProcessRequest(container_id=cid, exec_id=exec_id))
+    return int(reply.status)
+
+
+def processes_under(run_dir: Path) -> list[str]:
+    """Command lines of processes whose cwd or root is under the agent's run dir."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            root = os.readlink(f"/proc/{pid}/root")
+        except OSError:
+            continue
+        if root.startswith(str(run_dir)):
+            found.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+    return found
+
+
+def mounts_under(run_dir: Path) -> list[str]:
+    return [line for line in open("/proc/self/mountinfo") if str(run_dir) in line]
+
+
+async def test_echo_output_and_exit_code(agent: Agent, pushed: Pushed) -> None:
+    stub, proc = agent
+    await sandbox(stub)
+    await stub.CreateContainer(
+        rq.create_container(
+            "echo",
+            ["sh", "-c", "echo hello from the container; echo oops >&2; exit 3"],
+            pushed.reference,
+        )
+    )
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="echo"))
+    assert await read_all(stub, "echo") == b"hello from the container\n"
+    assert await read_all(stub, "echo", stderr=True) == b"oops\n"
+    assert await wait(stub, "echo") == 3
+    await stub.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id="echo"))
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+    assert processes_under(proc.run_dir) == []
+    assert mounts_under(proc.run_dir) == []
+
+
+async def test_signal_exec_stdin_and_removal(agent: Agent, pushed: Pushed) -> None:
+    stub, proc = agent
+    await sandbox(stub)
+    # In the sandbox's pid namespace the container is not pid 1: SIGTERM kills it.
+    await stub.CreateContainer(
+        rq.create_container("long", ["sleep", "1000"], pushed.reference, sandbox_pidns=True)
+    )
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="long"))
+
+    await stub.ExecProcess(
+        agent_pb2.ExecProcessRequest(
+            container_id="long", exec_id="e1", process=rq.process(["sh", "-c", "echo exec says hi"])
+        )
+    )
+    assert await read_all(stub, "long", "e1") == b"exec says hi\n"
+    assert await wait(stub, "long", "e1") == 0
+
+    await stub.ExecProcess(
+        agent_pb2.ExecProcessRequest(
+            container_id="long", exec_id="cat", process=rq.process(["cat"])
+        )
+    )
+    written = await stub.WriteStdin(
+        agent_pb2.WriteStreamRequest(container_id="long", exec_id="cat", data=b"to cat and back\n")
+    )
+    assert written.len == 16
+    await stub.CloseStdin(agent_pb2.CloseStdinRequest(container_id="long", exec_id="cat"))
+    assert await read_all(stub, "long", "cat") == b"to cat and back\n"
+    assert await wait(stub, "long", "cat") == 0
+
+    # A signal that kills an exec'd process: 128+9.
+    await stub.ExecProcess(
+        agent_pb2.ExecProcessRequest(
+            container_id="long", exec_id="s", process=rq.process(["sleep", "1000"])
+        )
+    )
+    await stub.SignalProcess(
+        agent_pb2.SignalProcessRequest(container_id="long", exec_id="s", signal=9)
+    )
+    assert await wait(stub, "long", "s") == 128 + 9
+
+    stats = await stub.StatsContainer(agent_pb2.StatsContainerRequest(container_id="long"))
+    assert stats.cgroup_stats.memory_stats.usage.usage > 0
+    assert stats.cgroup_stats.pids_stats.current >= 1
+
+    await stub.SignalProcess(agent_pb2.SignalProcessRequest(container_id="long", signal=15))
+    assert await wait(stub, "long") == 128 + 15
+    await stub.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id="long"))
+    with pytest.raises(ttrpc.NotFound):
+        await wait(stub, "long")
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+    assert processes_under(proc.run_dir) == []
+    assert mounts_under(proc.run_dir) == []
+
+
+async def test_terminal_process(agent: Agent, pushed: Pushed) -> None:
+    stub, _ = agent
+    await sandbox(stub)
+    await stub.CreateContainer(
+        rq.create_container("tty", ["sh", "-c", "read line; echo got $line; stty size"],
+                            pushed.reference, terminal=True)
+    )  # fmt: skip
+    await stub.TtyWinResize(agent_pb2.TtyWinResizeRequest(container_id="tty", row=33, column=77))
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="tty"))
+    await stub.WriteStdin(agent_pb2.WriteStreamRequest(container_id="tty", data=b"typed\n"))
+    output = await read_all(stub, "tty")
+    assert b"got typed\r\n" in output
+    assert b"33 77" in output
+    assert await read_all(stub, "tty", stderr=True) == b""  # one stream with a terminal
+    assert await wait(stub, "tty") == 0
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+
+
+async def test_oom_kill_is_reported(agent: Agent, pushed: Pushed) -> None:
+    stub, _ = agent
+    await sandbox(stub)
+    oom = asyncio.ensure_future(stub.GetOOMEvent(agent_pb2.GetOOMEventRequest()))
+    # Fill a tmpfs-backed /dev/shm? No: memory the process itself holds (sh's string).
+    hog = "x=a; while true; do x=$x$x; done"
+    await stub.CreateContainer(
+        rq.create_container("hog", ["sh", "-c", hog], pushed.reference, memory_limit=16 << 20)
+    )
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="hog"))
+    assert await wait(stub, "hog") == 128 + 9
+    event = await asyncio.wait_for(oom, 10)
+    assert event.container_id == "hog"
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
