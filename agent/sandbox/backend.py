@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from agent.sandbox.annotations import PodVmSettings
+from agent.sandbox.allowlist import PodVmSettings
 from agent.sandbox.config import RuntimeConfig
 from agent.sandbox.state import SandboxRecord, VmRecord
 

@@ -26,7 +26,7 @@ from agent.transport import choose
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from agent.transport.errors import AgentTransportError
-from agent.vm.config import Disk, VirtioSerialTransport, VMConfig, VsockTransport
+from agent.vm.config import Disk, Platform, VirtioSerialTransport, VMConfig, VsockTransport
 from agent.vm.errors import VMError
 from agent.vm.manager import VM
 
@@ -65,7 +65,8 @@ class PodVmBackend:
             vcpus=spec.settings.vcpus,
             memory_mib=spec.settings.memory_mib,
             platform=config.platform,
-            firmware=guest.firmware,
+            # The insecure platform boots QEMU's default firmware (SeaBIOS, direct kernel).
+            firmware=guest.firmware if config.platform is not Platform.INSECURE else None,
             snp=launch.snp() if launch else None,
             tdx=launch.tdx() if launch else None,
             disks=disks,
