@@ -18,6 +18,7 @@ from agent.vm.config import (
     Disk,
     NetDevice,
     Platform,
+    UserNet,
     VirtioSerialTransport,
     VMConfig,
     VsockTransport,
@@ -157,6 +158,17 @@ def _net_args(net: NetDevice, fds: PassedFds) -> list[str]:
     return ["-netdev", opts("tap", id=net.id, fd=fds.tap, vhost=False), "-device", _json(nic)]
 
 
+def _user_net_args(net: UserNet) -> list[str]:
+    nic: dict[str, object] = {
+        "driver": "virtio-net-pci",
+        "id": f"{net.id}-nic",
+        "netdev": net.id,
+        "mac": net.mac,
+        "romfile": "",
+    }
+    return ["-netdev", opts("user", id=net.id), "-device", _json(nic)]
+
+
 def build_argv(config: VMConfig, fds: PassedFds) -> list[str]:
     """The complete QEMU command line for ``config``."""
     args = [
@@ -198,6 +210,8 @@ def build_argv(config: VMConfig, fds: PassedFds) -> list[str]:
     args += _transport_args(config, fds)
     if config.net is not None:
         args += _net_args(config.net, fds)
+    if config.user_net is not None:
+        args += _user_net_args(config.user_net)
     for index in range(config.hotplug_slots):
         args += [
             "-device",

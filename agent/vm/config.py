@@ -126,6 +126,21 @@ class NetDevice:
 
 
 @dataclass(frozen=True)
+class UserNet:
+    """QEMU user-mode networking (slirp), for development and tests only: the guest
+    reaches the host's loopback as 10.0.2.2 (e.g. a test registry). Insecure platform
+    only; production pods get a NetDevice in their netns."""
+
+    mac: str = "52:54:00:12:34:56"
+    id: str = "user0"
+
+    def __post_init__(self) -> None:
+        ident(self.id, "user network id")
+        if not _MAC.match(self.mac) or int(self.mac[:2], 16) & 1:
+            raise ConfigError(f"user network {self.id}: MAC {self.mac!r} is not a unicast MAC")
+
+
+@dataclass(frozen=True)
 class SnpLaunch:
     """SEV-SNP launch parameters. ``host_data`` is bound into the attestation report."""
 
@@ -179,6 +194,7 @@ class VMConfig:
     tdx: TdxLaunch | None = None
     disks: tuple[Disk, ...] = field(default_factory=tuple)
     net: NetDevice | None = None
+    user_net: UserNet | None = None
     hotplug_slots: int = 4
     qemu: str = "qemu-system-x86_64"
 
@@ -205,6 +221,8 @@ class VMConfig:
     def _check_platform(self) -> None:
         if self.firmware is not None:
             _check_path(self.firmware, "firmware")
+        if self.user_net is not None and self.platform is not Platform.INSECURE:
+            raise ConfigError("user-mode networking is for the insecure platform only")
         if self.platform is Platform.INSECURE:
             if self.snp or self.tdx:
                 raise ConfigError("the insecure platform takes no SNP/TDX launch parameters")
