@@ -199,5 +199,6 @@ async def test_restart_with_an_unreattachable_vm_kills_it_and_reports_the_exit(
 async def test_cleanup_of_an_unknown_task(sockets: Path) -> None:
     async with running(sockets, unreachable_agent(sockets)) as daemon:
         reply = await daemon.control.Cleanup(node_pb2.CleanupRequest(namespace="k8s.io", id="gone"))
+        assert isinstance(reply, shim_pb2.DeleteResponse)
         assert reply.exit_status == 128 + signal.SIGKILL
         assert reply.exited_at.seconds > 0
