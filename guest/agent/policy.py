@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regopy import Interpreter, RegoError
+from regopy import Bundle, Interpreter, RegoError
 
+from api.kata import agent_pb2
 from guest.agent import jsonpatch
 from guest.agent.errors import PolicyError
 
@@ -32,6 +33,15 @@ PACKAGE = "agent_policy"
 REASON_RULE = "policy_reason"
 ALLOW_FAILURES_RULE = "AllowRequestsFailingPolicy"
 MAX_POLICY_BYTES = 16 * 1024 * 1024
+# Compiled once per policy (and per state change) as bundle entry points: a query of
+# a bundle skips regopy's per-query compilation (0.2 ms instead of 1-2 ms).
+RULES = (
+    *sorted(
+        {m.input_type.name for m in agent_pb2.DESCRIPTOR.services_by_name["AgentService"].methods}
+    ),
+    REASON_RULE,
+    ALLOW_FAILURES_RULE,
+)
 
 
 def deny_all_policy(reason: str) -> str:
@@ -56,23 +66,24 @@ class Policy:
         self.text = text
         self.name = name
         self._data: dict[str, Any] = {"pstate": {}}
-        self._rego = self._compile()
-        # Compile errors of some kinds only show at the first query: probe once.
-        probe = self._rego.query(f"x := data.{PACKAGE}.{REASON_RULE}")
-        if not probe.ok():
-            raise PolicyError(f"{name}: policy does not evaluate: {_one_line(str(probe))}")
+        self._rules = set(RULES)
+        self._input = "{}"
+        self._rego, self._bundle = self._compile()
         self._allow_failures = self._constant(ALLOW_FAILURES_RULE) is True
 
-    def _compile(self) -> Interpreter:
+    def _compile(self) -> tuple[Interpreter, Bundle]:
         rego = Interpreter()
         try:
             rego.add_module(self.name, self.text)
             rego.add_data_json(json.dumps(self._data))
+            entrypoints = [f"{PACKAGE}/{rule}" for rule in sorted(self._rules)]
+            bundle = rego.build("x := true", entrypoints)
         except RegoError as err:
             raise PolicyError(
                 f"{self.name}: policy does not compile: {_one_line(str(err))}"
             ) from err
-        return rego
+        rego.set_input_term(self._input)
+        return rego, bundle
 
     @property
     def state(self) -> dict[str, Any]:
@@ -80,22 +91,33 @@ class Policy:
         return json.loads(json.dumps(self._data))  # type: ignore[no-any-return]
 
     def _constant(self, rule: str) -> Any:
-        self._rego.set_input_term("{}")
+        self._set_input("{}")
         return self._query(rule)
+
+    def _set_input(self, text: str) -> None:
+        self._input = text
+        self._rego.set_input_term(text)
 
     def _query(self, rule: str) -> Any:
         """The value of data.agent_policy.<rule>, or None when undefined.
 
         Raises PolicyError when evaluation fails.
         """
-        out = self._rego.query(f"x := data.{PACKAGE}.{rule}")
-        # regopy aborts the process when asked for a binding of an undefined result,
-        # and frees nodes with their Output: read while ``out`` is alive.
+        if rule not in self._rules:
+            self._rules.add(rule)
+            self._rego, self._bundle = self._compile()
+        out = self._rego.query_bundle_entrypoint(self._bundle, f"{PACKAGE}/{rule}")
+        # Read the printed form: regopy aborts the process on a binding of an
+        # undefined result, and frees nodes with their Output.
+        text = str(out)
         if not out.ok():
-            raise PolicyError(f"evaluating {rule} failed: {_one_line(str(out))}")
-        if str(out) == "undefined":
+            raise PolicyError(f"evaluating {rule} failed: {_one_line(text)}")
+        if text == "undefined":
             return None
-        return json.loads(out.binding("x").json())
+        expressions = json.loads(text)["expressions"]
+        if len(expressions) != 1:
+            raise PolicyError(f"evaluating {rule} gave {len(expressions)} results")
+        return expressions[0]
 
     def reason(self) -> str:
         """The policy's policy_reason, or "" when it has none (or it is not a string)."""
@@ -111,7 +133,7 @@ class Policy:
         Never raises for a policy's fault: any failure is a denial whose reason says why.
         """
         try:
-            self._rego.set_input_term(json.dumps(input_doc))
+            self._set_input(json.dumps(input_doc))
             value = self._query(request)
         except (PolicyError, RegoError, ValueError) as err:
             return self._deny(request, f"policy evaluation failed: {_one_line(str(err))}")
@@ -152,10 +174,10 @@ class Policy:
         self._data = patched
         try:
             # regopy merges added data instead of replacing it: start a new interpreter.
-            self._rego = self._compile()
+            self._rego, self._bundle = self._compile()
         except PolicyError:
             self._data = previous
-            self._rego = self._compile()
+            self._rego, self._bundle = self._compile()
             raise
 
 
