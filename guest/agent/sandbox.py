@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -204,6 +205,32 @@ class Sandbox:
         await self.containers.remove(cid, timeout)
         if cid == self.pause_id:
             self.pause_id = ""
+
+    def leftovers(self) -> list[str]:
+        """Facts proving a destroyed sandbox left nothing: ``key=value`` strings.
+
+        ``contrast.mounts``: mounts under the agent's run directory; ``contrast.children``:
+        live (non-zombie) children of the agent, i.e. container processes.
+        """
+        run_dir = str(self.config.run_dir.resolve()) + "/"
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            mountinfo = []
+        mounts = sum(1 for line in mountinfo if line.split()[4].startswith(run_dir))
+        me = os.getpid()
+        children = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] != "Z" and int(fields[1]) == me:
+                children += 1
+        return [f"contrast.mounts={mounts}", f"contrast.children={children}"]
 
     async def destroy(self) -> None:
         """Remove every container (the pause container last) and the pod's files."""

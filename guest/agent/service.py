@@ -130,6 +130,7 @@ class AgentService:
         self, request: agent_pb2.GuestDetailsRequest, ctx: ttrpc.CallContext
     ) -> agent_pb2.GuestDetailsResponse:
         features = details.as_features(details.root_mount(), details.block_devices())
+        features += self.sandbox.leftovers()
         return agent_pb2.GuestDetailsResponse(
             agent_details=agent_pb2.AgentDetails(
                 version=VERSION,

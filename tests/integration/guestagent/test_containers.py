@@ -136,6 +136,10 @@ async def test_signal_exec_stdin_and_removal(agent: Agent, pushed: Pushed) -> No
     await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
     assert processes_under(proc.run_dir) == []
     assert mounts_under(proc.run_dir) == []
+    details = await stub.GetGuestDetails(agent_pb2.GuestDetailsRequest())
+    facts = details.agent_details.extra_features
+    assert "contrast.mounts=0" in facts
+    assert "contrast.children=0" in facts
 
 
 async def test_terminal_process(agent: Agent, pushed: Pushed) -> None:
