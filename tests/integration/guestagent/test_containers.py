@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import ttrpc
-from api.kata import agent_pb2
+from api.kata import agent_pb2, oci_linux_pb2
 from tests.integration.guestagent import requests as rq
 from tests.integration.guestagent.conftest import AgentProcess, Pushed
 
@@ -127,6 +127,17 @@ async def test_signal_exec_stdin_and_removal(agent: Agent, pushed: Pushed) -> No
     stats = await stub.StatsContainer(agent_pb2.StatsContainerRequest(container_id="long"))
     assert stats.cgroup_stats.memory_stats.usage.usage > 0
     assert stats.cgroup_stats.pids_stats.current >= 1
+
+    limit = 48 << 20
+    await stub.UpdateContainer(
+        agent_pb2.UpdateContainerRequest(
+            container_id="long", resources=oci_linux_pb2.LinuxResources(
+                Memory=oci_linux_pb2.LinuxMemory(Limit=limit, Swap=limit)
+            ),
+        )
+    )  # fmt: skip
+    stats = await stub.StatsContainer(agent_pb2.StatsContainerRequest(container_id="long"))
+    assert stats.cgroup_stats.memory_stats.usage.limit == limit
 
     await stub.SignalProcess(agent_pb2.SignalProcessRequest(container_id="long", signal=15))
     assert await wait(stub, "long") == 128 + 15
