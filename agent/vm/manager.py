@@ -20,6 +20,7 @@ import socket
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from agent.vm import console
 from agent.vm.argv import PassedFds, blockdev_json, build_argv, device_json, hotplug_port
@@ -97,7 +98,7 @@ class VM:
         connect: asyncio.Future[dict[str, object]] = asyncio.ensure_future(
             self.monitor.connect(self.config.qmp_socket, timeout)
         )
-        waiting: set[asyncio.Future[object]] = {connect, self.process.exited}  # type: ignore[arg-type]
+        waiting: set[asyncio.Future[Any]] = {connect, self.process.exited}
         done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if connect not in done:
             connect.cancel()

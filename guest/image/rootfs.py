@@ -29,12 +29,19 @@ PACKAGES = (
     # protobuf's upb extension links against it; without it protobuf silently falls
     # back to its pure-Python implementation, seconds slower to import under TCG.
     "libstdc++6",
+    "libatomic1",  # regopy's librego_shared.so
 )
 
 # Python distributions copied from the build host's environment: Debian's
 # python3-protobuf is far older than the generated code needs. The guest's python3
 # is 3.11 like the host's, so binary wheels built for the host's glibc work too.
-PYTHON_DISTRIBUTIONS = ("protobuf",)
+# Each maps to the module the build imports in the guest's python3 to prove it loads.
+PYTHON_DISTRIBUTIONS = {
+    "protobuf": "google.protobuf",
+    "regopy": "regopy",
+    "pyroute2": "pyroute2",
+    "zstandard": "zstandard",
+}
 
 # Our own packages in the guest. guest.image is the recipe itself, not guest code.
 OUR_PACKAGES = ("ttrpc", "api", "guest")
@@ -160,6 +167,12 @@ def install_python(target: Path, repo: Path) -> dict[str, str]:
         ],
         timeout=600,
     )
+    imports = ", ".join(PYTHON_DISTRIBUTIONS.values())
+    command.run(
+        ["chroot", target, "env", f"PYTHONPATH=/{PYTHON_DIR.as_posix()}", "python3", "-c",
+         f"import {imports}"],
+        timeout=120,
+    )  # fmt: skip
     versions["protobuf-implementation"] = _protobuf_implementation(target)
     return versions
 

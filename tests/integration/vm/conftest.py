@@ -10,6 +10,9 @@ import pytest
 from agent.vm.config import Disk, VirtioSerialTransport, VMConfig
 from guest.image.build import ensure_image
 from guest.image.manifest import GuestImage
+from guest.initdata.binding import insecure_cmdline
+from guest.initdata.disk import encode
+from guest.initdata.document import POLICY_NAME, create
 from tests.conftest import require_programs
 
 
@@ -29,13 +32,34 @@ def vm_dir() -> Iterator[Path]:
         yield Path(tmp)
 
 
+# These tests are about the VM, not the policy: every agent request is allowed.
+ALLOW_ALL = """package agent_policy
+
+default AllowRequestsFailingPolicy := true
+
+default GuestDetailsRequest := true
+"""
+
+
+def initdata_disk(directory: Path) -> tuple[Disk, tuple[str, ...]]:
+    """An initdata disk carrying ALLOW_ALL, and the insecure platform's cmdline words."""
+    document = create({POLICY_NAME: ALLOW_ALL})
+    path = directory / "initdata.img"
+    path.write_bytes(encode(document.raw))
+    return Disk("initdata", path, read_only=True, serial="initdata"), insecure_cmdline(
+        document.digest
+    )
+
+
 def vm_config(image: GuestImage, directory: Path, name: str, root: Path | None = None) -> VMConfig:
+    initdata, words = initdata_disk(directory)
     return VMConfig(
         name=name,
         kernel=image.kernel,
         initrd=image.initrd,
         root=Disk("root", root or image.root, read_only=True, serial="contrast-root"),
-        cmdline=image.manifest.cmdline,
+        disks=(initdata,),
+        cmdline=(*image.manifest.cmdline, *words),
         console_log=directory / "console.log",
         qmp_socket=directory / "qmp.sock",
         transport=VirtioSerialTransport(directory / "agent.sock"),

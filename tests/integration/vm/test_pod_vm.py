@@ -13,7 +13,7 @@ from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from agent.vm.accel import probe
 from agent.vm.config import Accel, Disk
-from agent.vm.errors import VerityError
+from agent.vm.errors import QemuError, VerityError
 from agent.vm.manager import VM
 from guest.image.manifest import GuestImage
 from tests.integration.vm.conftest import vm_config
@@ -29,13 +29,22 @@ def alive(pid: int) -> bool:
     return True
 
 
-async def wait_for_feature(agent: AgentClient, key: str, present: bool) -> dict[str, str]:
+def device_with_serial(facts: dict[str, str], serial: str) -> tuple[str, str] | None:
+    """(name, details) of the block device the guest lists with ``serial``."""
+    for key, value in facts.items():
+        if key.startswith("block.") and value.startswith(f"serial:{serial},"):
+            return key.removeprefix("block."), value
+    return None
+
+
+async def wait_for_disk(agent: AgentClient, serial: str, present: bool) -> str:
     for _ in range(100):
         facts = AgentClient.features(await agent.guest_details())
-        if (key in facts) == present:
-            return facts
+        found = device_with_serial(facts, serial)
+        if (found is not None) == present:
+            return found[1] if found else ""
         await asyncio.sleep(0.2)
-    raise AssertionError(f"{key} {'never appeared' if present else 'never went away'}: {facts}")
+    raise AssertionError(f"{serial} {'never appeared' if present else 'never went away'}: {facts}")
 
 
 async def test_boot_agent_hotplug_and_stop(guest_image: GuestImage, vm_dir: Path) -> None:
@@ -45,6 +54,7 @@ async def test_boot_agent_hotplug_and_stop(guest_image: GuestImage, vm_dir: Path
     agent = AgentClient(await connect(config.transport))
     try:
         assert await vm.status() == "running"
+        assert isinstance(vm.qemu_version["qemu"], dict)  # from the QMP greeting
         await vm.wait_ready(BOOT_TIMEOUT)
         assert await agent.check()
 
@@ -55,17 +65,20 @@ async def test_boot_agent_hotplug_and_stop(guest_image: GuestImage, vm_dir: Path
         assert facts["root.fstype"] == "erofs"
         assert facts["root.dm-name"] == "root"
         assert facts["root.dm-uuid"] == f"CONTRAST-VERITY-{guest_image.manifest.root_hash}"
-        assert facts["root.dm-slaves"] == "vda"
-        assert facts["block.vda"].startswith("serial:contrast-root,")
+        root_disk = device_with_serial(facts, "contrast-root")
+        assert root_disk is not None
+        assert facts["root.dm-slaves"] == root_disk[0]
 
+        with pytest.raises(QemuError, match="blockdev-add"):  # refused, nothing half attached
+            await vm.hotplug_disk(Disk("missing", vm_dir / "missing.img"))
         data = vm_dir / "data.img"
         data.write_bytes(b"\0" * (2 << 20))
         await vm.hotplug_disk(Disk("data1", data, serial="hotplug-data1"))
-        facts = await wait_for_feature(agent, "block.vdb", present=True)
-        assert facts["block.vdb"] == f"serial:hotplug-data1,bytes:{2 << 20}"
+        seen = await wait_for_disk(agent, "hotplug-data1", present=True)
+        assert seen == f"serial:hotplug-data1,bytes:{2 << 20}"
 
         await vm.unplug_disk("data1")
-        await wait_for_feature(agent, "block.vdb", present=False)
+        await wait_for_disk(agent, "hotplug-data1", present=False)
     finally:
         await agent.close()
         info = await vm.stop()
@@ -73,7 +86,7 @@ async def test_boot_agent_hotplug_and_stop(guest_image: GuestImage, vm_dir: Path
     assert info.returncode == 0, info  # the guest powered itself off on the ACPI button
     assert "guest services exited with status 0; powering off" in info.console_tail
     assert not alive(pid)
-    assert sorted(p.name for p in vm_dir.iterdir()) == ["console.log", "data.img"]
+    assert sorted(p.name for p in vm_dir.iterdir()) == ["console.log", "data.img", "initdata.img"]
 
 
 async def test_flipped_byte_in_root_fails_verity(guest_image: GuestImage, vm_dir: Path) -> None:
