@@ -8,6 +8,7 @@ ttrpc address, for events) and the runtime options it was started with. ``Cleanu
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,10 +57,16 @@ class Registrations:
 class ControlService:
     """Serves ``contrast.node.v1.Shim`` for the shim entry."""
 
-    def __init__(self, registrations: Registrations, tasks: TaskService, address: str) -> None:
+    def __init__(
+        self,
+        registrations: Registrations,
+        tasks: TaskService,
+        endpoint: Callable[[str], Awaitable[str]],
+    ) -> None:
         self.registrations = registrations
         self.tasks = tasks
-        self.address = address
+        # The Task address for a namespace (serving it first if needed).
+        self.endpoint = endpoint
 
     async def Register(
         self, request: node_pb2.RegisterRequest, ctx: CallContext
@@ -80,13 +87,14 @@ class ControlService:
                 options=request.options if request.HasField("options") else None,
             )
         )
+        address = await self.endpoint(request.namespace)
         log.info(
             "task %s/%s registered (events to %s)",
             request.namespace,
             request.id,
             request.ttrpc_address,
         )
-        return node_pb2.RegisterResponse(address=self.address)
+        return node_pb2.RegisterResponse(address=address)
 
     @translated
     async def Cleanup(

@@ -11,8 +11,10 @@ and, for ``start``, the runtime options (a protobuf ``Any``) on stdin.
 - ``start`` makes sure the node daemon runs (starting it when it does not),
   registers the task with it, writes the daemon's address into the bundle's
   ``address`` file (containerd reads it back when it restarts) and prints the
-  address: a plain socket path, which containerd 1.6's shim dialer accepts (it
-  strips an optional ``unix://``).
+  address as ``unix:///run/contrast/daemon.sock``. The prefix matters: containerd
+  1.6's shim dialer takes an address *without* ``unix://`` for an abstract socket
+  (it dials ``"\\x00" + address``); with the prefix it dials the filesystem path,
+  and so do later containerd releases.
 - ``delete`` asks the daemon to release the task and prints its
   ``containerd.task.v2.DeleteResponse`` (protobuf) on stdout; with the daemon gone it
   releases the task from the persisted state itself.

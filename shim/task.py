@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2
 
 from agent.events import EventForwarder, ForwardError
 from agent.events.envelope import timestamp
-from agent.sandbox import annotations as pod_annotations
+from agent.sandbox import allowlist
 from agent.sandbox import config as runtime_config
 from agent.sandbox.backend import ContainerSpec, SandboxBackend, SandboxSpec
 from agent.sandbox.errors import (
@@ -106,6 +106,40 @@ def _read_spec(bundle: str) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise TaskStateError(f"{path} is not a JSON object")
     return spec
+
+
+class NamespaceBound:
+    """The Task service for one containerd namespace, served on that namespace's socket.
+
+    containerd 1.6 sends no namespace metadata on shim calls (a per-task shim knows
+    its namespace from ``-namespace``). Our daemon serves every namespace, so each gets
+    its own socket (``start`` prints it) and calls on it are bound to that namespace.
+    A call that names a different namespace is refused.
+    """
+
+    def __init__(self, tasks: TaskService, namespace: str) -> None:
+        self.namespace = namespace
+        for method in SERVICE.methods:
+            setattr(self, method.name, self._bind(getattr(tasks, method.name)))
+
+    def _bind(self, rpc: Any) -> Any:
+        async def call(request: Any, ctx: CallContext) -> Any:
+            sent = ctx.get(NAMESPACE_KEY)
+            if sent and sent != self.namespace:
+                raise InvalidArgument(
+                    f"namespace {sent} on the socket of namespace {self.namespace}"
+                )
+            bound = CallContext(
+                ctx.service,
+                ctx.method,
+                {**ctx.metadata, NAMESPACE_KEY: (self.namespace,)},
+                deadline=ctx.deadline,
+                peer=ctx.peer,
+                stream_id=ctx.stream_id,
+            )
+            return await rpc(request, bound)
+
+        return call
 
 
 class TaskService:
@@ -310,7 +344,7 @@ class TaskService:
     ) -> Pod:
         if self.pods.pod(namespace, sandbox_id) is not None:
             raise TaskStateError(f"sandbox {sandbox_id} exists already")
-        settings = pod_annotations.vm_settings(annotations, config)
+        settings = allowlist.vm_settings(annotations, config)
         spec = SandboxSpec(
             namespace=namespace,
             id=sandbox_id,

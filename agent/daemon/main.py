@@ -33,6 +33,7 @@ from agent.sandbox.local_backend import LocalAgentBackend
 from agent.sandbox.state import StateStore
 from agent.sandbox.vm_backend import PodVmBackend
 from shim import control, task
+from shim.endpoints import Endpoints
 from shim.pods import Pods
 from ttrpc import PeerCredentials, Server, TtrpcError
 
@@ -90,12 +91,13 @@ async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
         make_backend(config), Pods(store), registrations, events, config.run_dir
     )
     await tasks.reattach()
+    endpoints = Endpoints(config.run_dir, tasks, root_only)
+    for pod in tasks.pods.all():
+        await endpoints.ensure(pod.record.namespace)
     server = Server(peer_check=root_only)
-    for name in task.NAMES:
+    for name in task.NAMES:  # for clients that send containerd's namespace metadata
         server.register(task.SERVICE, tasks, name=name)
-    server.register(
-        control.SERVICE, control.ControlService(registrations, tasks, str(config.socket))
-    )
+    server.register(control.SERVICE, control.ControlService(registrations, tasks, endpoints.ensure))
     try:
         await server.serve_unix(config.socket, mode=0o600)
     except TtrpcError as err:
@@ -118,6 +120,7 @@ async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
             if config.pid_file.read_text().strip() == str(os.getpid()):
                 config.pid_file.unlink()
         await server.close()
+        await endpoints.close()
         await tasks.close()
         await events.close()
     return 0

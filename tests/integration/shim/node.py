@@ -44,6 +44,11 @@ class Node:
         except (OSError, ValueError):
             return None
 
+    def daemon_log(self) -> str:
+        """What a daemon started by the shim entry logged (for failure messages)."""
+        path = self.run_dir / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
     def shim(
         self, *args: str, cwd: Path, stdin: bytes = b"", extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[bytes]:

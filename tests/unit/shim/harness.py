@@ -18,9 +18,10 @@ from agent.sandbox.state import StateStore
 from api.node import shim_pb2 as node_pb2
 from api.runtimeoptions.v1 import api_pb2 as runtimeoptions
 from shim import control, task
+from shim.endpoints import Endpoints
 from shim.pods import Pods
 from tests.unit.shim.sinks import EventSink, event_sink
-from ttrpc import Client, Server, ServiceStub
+from ttrpc import Client, Server, ServiceStub, same_uid
 
 RUNTIME_CONFIG = """
 platform = "qemu-insecure"
@@ -94,7 +95,10 @@ async def running(folder: Path, backend: SandboxBackend) -> AsyncIterator[Harnes
     for name in task.NAMES:
         server.register(task.SERVICE, service, name=name)
     socket = folder / "daemon.sock"
-    server.register(control.SERVICE, control.ControlService(registrations, service, str(socket)))
+    endpoints = Endpoints(folder, service, same_uid)
+    server.register(
+        control.SERVICE, control.ControlService(registrations, service, endpoints.ensure)
+    )
     events_address = folder / "containerd.sock.ttrpc"
     async with event_sink(events_address) as sink:
         await service.reattach()
@@ -119,5 +123,6 @@ async def running(folder: Path, backend: SandboxBackend) -> AsyncIterator[Harnes
         finally:
             await client.close()
             await server.close()
+            await endpoints.close()
             await service.close()
             await events.close()

@@ -26,12 +26,15 @@ from agent.sandbox.vm_backend import PodVmBackend
 from api.containerd.task.v2 import shim_pb2
 from api.containerd.types.task import task_pb2 as types
 from api.node import shim_pb2 as node_pb2
+from shim.task import SERVICE
 from tests.unit.shim.harness import running
 from ttrpc import (
+    Client,
     FailedPrecondition,
     Internal,
     InvalidArgument,
     NotFound,
+    ServiceStub,
     Unimplemented,
 )
 
@@ -56,6 +59,25 @@ async def test_requests_need_containerds_namespace(sockets: Path) -> None:
     async with running(sockets, unreachable_agent(sockets)) as daemon:
         with pytest.raises(InvalidArgument, match="containerd-namespace-ttrpc"):
             await daemon.bare_task.State(shim_pb2.StateRequest(id="x"))
+
+
+async def test_each_namespace_has_its_own_socket(sockets: Path) -> None:
+    """containerd 1.6 sends no namespace metadata: the socket says which namespace."""
+    async with running(sockets, unreachable_agent(sockets)) as daemon:
+        reply = await daemon.control.Register(
+            node_pb2.RegisterRequest(namespace="k8s.io", id="c1", ttrpc_address="/x")
+        )
+        assert isinstance(reply, node_pb2.RegisterResponse)
+        assert reply.address == f"unix://{sockets}/ns/k8s.io.sock"
+        async with await Client.connect_unix(sockets / "ns" / "k8s.io.sock") as client:
+            stub = ServiceStub(client, SERVICE)
+            with pytest.raises(NotFound, match=r"in namespace k8s\.io"):
+                await stub.State(shim_pb2.StateRequest(id="c1"))
+            with pytest.raises(InvalidArgument, match="namespace default on the socket of"):
+                await stub.State(
+                    shim_pb2.StateRequest(id="c1"),
+                    metadata={"containerd-namespace-ttrpc": "default"},
+                )
 
 
 async def test_pause_resume_checkpoint_are_unimplemented(sockets: Path) -> None:

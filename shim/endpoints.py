@@ -1,0 +1,49 @@
+"""One Task socket per containerd namespace (see :class:`shim.task.NamespaceBound`).
+
+``<run dir>/ns/<namespace>.sock``, created when the first task of the namespace is
+registered (or a persisted sandbox of it is loaded), mode 0600, same peer check as
+the daemon's main socket.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.sandbox.state import check_id
+from shim import task
+from ttrpc import PeerCheck, Server
+
+
+class Endpoints:
+    """The per-namespace Task servers of one daemon."""
+
+    def __init__(self, run_dir: Path, tasks: task.TaskService, peer_check: PeerCheck) -> None:
+        self.folder = run_dir / "ns"
+        self.tasks = tasks
+        self.peer_check = peer_check
+        self._servers: dict[str, Server] = {}
+
+    def path(self, namespace: str) -> Path:
+        return self.folder / f"{check_id(namespace, 'namespace')}.sock"
+
+    async def ensure(self, namespace: str) -> str:
+        """The address (``unix://…``) serving ``namespace``, serving it first if needed.
+
+        Raises StateError for a namespace that is no valid identifier, TtrpcError when
+        the socket cannot be served.
+        """
+        path = self.path(namespace)
+        if namespace not in self._servers:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            server = Server(peer_check=self.peer_check)
+            bound = task.NamespaceBound(self.tasks, namespace)
+            for name in task.NAMES:
+                server.register(task.SERVICE, bound, name=name)
+            await server.serve_unix(path, mode=0o600)
+            self._servers[namespace] = server
+        return f"unix://{path}"
+
+    async def close(self) -> None:
+        servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            await server.close()
