@@ -14,7 +14,9 @@ REQUIRED = {
     "ttrpc.server": "ttrpc server (foundation)",
     "agent.vm.manager": "pod-VM manager (issue: the pod-VM)",
     "guest.agent.server": "guest agent (issue: guest agent)",
-    "shim.main": "containerd shim and node daemon (issue: shim and daemon)",
+    "agent.network.pod": "pod networking (issue: networking)",
+    "shim.main": "containerd shim entry (issue: shim and daemon)",
+    "agent.daemon.main": "node daemon (issue: shim and daemon)",
 }
 
 
