@@ -49,6 +49,7 @@ class Process:
     pid: int
     stdio: stdio.ProcessStdio
     exited: asyncio.Future[int]
+    waited: bool = False
 
 
 @dataclass
@@ -216,8 +217,29 @@ class Containers:
 
     async def wait(self, cid: str, exec_id: str) -> int:
         """The process's exit code (128+n for signal n), once it exited. Raises NotFound."""
-        proc = self.get(cid).process(exec_id)
-        return await asyncio.shield(proc.exited)
+        container = self.get(cid)
+        proc = container.process(exec_id)
+        code = await asyncio.shield(proc.exited)
+        proc.waited = True
+        await self._forget_if_done(container, proc)
+        return code
+
+    async def read(self, cid: str, exec_id: str, stderr: bool, size: int) -> bytes:
+        """ReadStdout/ReadStderr: up to ``size`` bytes, b"" at end of stream."""
+        container = self.get(cid)
+        proc = container.process(exec_id)
+        data = await (proc.stdio.stderr if stderr else proc.stdio.stdout).read(size)
+        if not data:
+            await self._forget_if_done(container, proc)
+        return data
+
+    async def _forget_if_done(self, container: Container, proc: Process) -> None:
+        """Drop an exec'd process once waited for and its output read to the end, so
+        frequent execs (probes) do not pile up fds; the init stays until removal."""
+        out = proc.stdio
+        done = proc.waited and out.stdout.at_end and out.stderr.at_end
+        if proc.exec_id and done and container.execs.pop(proc.exec_id, None) is not None:
+            await out.close()
 
     def _init_exited(self, container: Container) -> None:
         container.state = State.STOPPED

@@ -197,6 +197,22 @@ class AgentService:
         return empty_pb2.Empty()
 
     @guarded
+    async def PauseContainer(
+        self, request: agent_pb2.PauseContainerRequest, ctx: ttrpc.CallContext
+    ) -> empty_pb2.Empty:
+        self.containers.get(request.container_id)
+        await self.containers.runtime.pause(request.container_id)
+        return empty_pb2.Empty()
+
+    @guarded
+    async def ResumeContainer(
+        self, request: agent_pb2.ResumeContainerRequest, ctx: ttrpc.CallContext
+    ) -> empty_pb2.Empty:
+        self.containers.get(request.container_id)
+        await self.containers.runtime.resume(request.container_id)
+        return empty_pb2.Empty()
+
+    @guarded
     async def StatsContainer(
         self, request: agent_pb2.StatsContainerRequest, ctx: ttrpc.CallContext
     ) -> agent_pb2.StatsContainerResponse:
@@ -222,15 +238,15 @@ class AgentService:
     async def ReadStdout(
         self, request: agent_pb2.ReadStreamRequest, ctx: ttrpc.CallContext
     ) -> agent_pb2.ReadStreamResponse:
-        proc = self._process(request.container_id, request.exec_id)
-        return agent_pb2.ReadStreamResponse(data=await proc.stdio.stdout.read(request.len))
+        data = await self.containers.read(request.container_id, request.exec_id, False, request.len)
+        return agent_pb2.ReadStreamResponse(data=data)
 
     @guarded
     async def ReadStderr(
         self, request: agent_pb2.ReadStreamRequest, ctx: ttrpc.CallContext
     ) -> agent_pb2.ReadStreamResponse:
-        proc = self._process(request.container_id, request.exec_id)
-        return agent_pb2.ReadStreamResponse(data=await proc.stdio.stderr.read(request.len))
+        data = await self.containers.read(request.container_id, request.exec_id, True, request.len)
+        return agent_pb2.ReadStreamResponse(data=data)
 
     @guarded
     async def CloseStdin(

@@ -61,6 +61,11 @@ class OutputStream:
                 return data
             return b""
 
+    @property
+    def at_end(self) -> bool:
+        """True once end of stream was read (or the stream was closed)."""
+        return self._fd is None
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)

@@ -12,7 +12,8 @@ ALLOW_ALL = "package agent_policy\n\ndefault allow_all := true\n" + "".join(
         "SignalProcessRequest", "WaitProcessRequest", "ReadStreamRequest",
         "WriteStreamRequest", "CloseStdinRequest", "TtyWinResizeRequest",
         "StatsContainerRequest", "UpdateContainerRequest", "GetOOMEventRequest",
-        "SetPolicyRequest", "GuestDetailsRequest",
+        "SetPolicyRequest", "GuestDetailsRequest", "PauseContainerRequest",
+        "ResumeContainerRequest",
     )
 )  # fmt: skip
 

@@ -98,7 +98,10 @@ async def test_signal_exec_stdin_and_removal(agent: Agent, pushed: Pushed) -> No
         )
     )
     assert await read_all(stub, "long", "e1") == b"exec says hi\n"
+    assert await read_all(stub, "long", "e1", stderr=True) == b""
     assert await wait(stub, "long", "e1") == 0
+    with pytest.raises(ttrpc.NotFound):  # waited for and drained: forgotten (no fd leak)
+        await wait(stub, "long", "e1")
 
     await stub.ExecProcess(
         agent_pb2.ExecProcessRequest(
@@ -139,6 +142,8 @@ async def test_signal_exec_stdin_and_removal(agent: Agent, pushed: Pushed) -> No
     stats = await stub.StatsContainer(agent_pb2.StatsContainerRequest(container_id="long"))
     assert stats.cgroup_stats.memory_stats.usage.limit == limit
 
+    await stub.PauseContainer(agent_pb2.PauseContainerRequest(container_id="long"))
+    await stub.ResumeContainer(agent_pb2.ResumeContainerRequest(container_id="long"))
     await stub.SignalProcess(agent_pb2.SignalProcessRequest(container_id="long", signal=15))
     assert await wait(stub, "long") == 128 + 15
     await stub.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id="long"))
