@@ -26,6 +26,9 @@ from agent.vm.manager import VM
 from guest.image import cpio
 from guest.image.build import ensure_image
 from guest.image.manifest import GuestImage
+from guest.initdata.binding import insecure_cmdline
+from guest.initdata.disk import encode
+from guest.initdata.document import POLICY_NAME, create
 
 FLOOR_INIT = b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n"
 
@@ -46,13 +49,21 @@ def floor_initrd(path: Path) -> None:
     path.write_bytes(buf.getvalue())
 
 
+ALLOW_ALL = "package agent_policy\n\ndefault AllowRequestsFailingPolicy := true\n"
+
+
 def config(image: GuestImage, directory: Path, name: str) -> VMConfig:
+    # A real boot processes an initdata document before the agent starts.
+    document = create({POLICY_NAME: ALLOW_ALL})
+    initdata = directory / f"{name}.initdata"
+    initdata.write_bytes(encode(document.raw))
     return VMConfig(
         name=name,
         kernel=image.kernel,
         initrd=image.initrd,
         root=Disk("root", image.root, read_only=True, serial="contrast-root"),
-        cmdline=image.manifest.cmdline,
+        disks=(Disk("initdata", initdata, read_only=True, serial="initdata"),),
+        cmdline=(*image.manifest.cmdline, *insecure_cmdline(document.digest)),
         console_log=directory / f"{name}.log",
         qmp_socket=directory / f"{name}.qmp",
         transport=VirtioSerialTransport(directory / f"{name}.agent"),
