@@ -7,17 +7,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from agent.events import EventForwarder
 from api.containerd.events import task_pb2
 from tests.conftest import require_programs
 from tests.integration.installer.containerd_cri import Containerd, running_containerd
 from tests.integration.shim.image import write_image
-from tests.integration.shim.node import Node, guest_agent_on_host, node_env
+from tests.integration.shim.node import Node
 
 IMAGE = "docker.io/library/contrast-test:1"
 RUNTIME_CONFIG = """
@@ -37,21 +34,6 @@ def ctr(
         ["ctr", "-a", str(containerd.socket), *args],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
-
-
-@pytest.fixture
-def node_with_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
-    """A node whose daemon runs sandboxes on the real guest agent, served on the host."""
-    require_programs("containerd", "ctr")
-    with node_env("local-agent") as node:
-        agent_socket = node.root / "agent.sock"
-        node.env["CONTRAST_AGENT_SOCKET"] = str(agent_socket)
-        # containerd passes its environment on to the shim, which passes it to the daemon.
-        for key, value in node.env.items():
-            if key != "TTRPC_ADDRESS":
-                monkeypatch.setenv(key, value)
-        with guest_agent_on_host(agent_socket):
-            yield node
 
 
 def test_events_reach_containerd_decoded_and_in_order(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'api/containerd/cri/runtime/v1/api.proto\x12\nruntime.v1\" \n\rStatusRequest\x12\x0f\n\x07verbose\x18\x01 \x01(\x08\"Q\n\x10RuntimeCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"A\n\rRuntimeStatus\x12\x30\n\nconditions\x18\x01 \x03(\x0b\x32\x1c.runtime.v1.RuntimeCondition\"\x1e\n\x0eRuntimeHandler\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xd2\x01\n\x0eStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.runtime.v1.RuntimeStatus\x12\x32\n\x04info\x18\x02 \x03(\x0b\x32$.runtime.v1.StatusResponse.InfoEntry\x12\x34\n\x10runtime_handlers\x18\x03 \x03(\x0b\x32\x1a.runtime.v1.RuntimeHandler\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32S\n\x0eRuntimeService\x12\x41\n\x06Status\x12\x19.runtime.v1.StatusRequest\x1a\x1a.runtime.v1.StatusResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'api/containerd/cri/runtime/v1/api.proto\x12\nruntime.v1\" \n\rStatusRequest\x12\x0f\n\x07verbose\x18\x01 \x01(\x08\"Q\n\x10RuntimeCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"A\n\rRuntimeStatus\x12\x30\n\nconditions\x18\x01 \x03(\x0b\x32\x1c.runtime.v1.RuntimeCondition\"\x1e\n\x0eRuntimeHandler\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xd2\x01\n\x0eStatusResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.runtime.v1.RuntimeStatus\x12\x32\n\x04info\x18\x02 \x03(\x0b\x32$.runtime.v1.StatusResponse.InfoEntry\x12\x34\n\x10runtime_handlers\x18\x03 \x03(\x0b\x32\x1a.runtime.v1.RuntimeHandler\x1a+\n\tInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\tDNSConfig\x12\x0f\n\x07servers\x18\x01 \x03(\t\x12\x10\n\x08searches\x18\x02 \x03(\t\x12\x0f\n\x07options\x18\x03 \x03(\t\"\xa0\x01\n\x0fNamespaceOption\x12*\n\x07network\x18\x01 \x01(\x0e\x32\x19.runtime.v1.NamespaceMode\x12&\n\x03pid\x18\x02 \x01(\x0e\x32\x19.runtime.v1.NamespaceMode\x12&\n\x03ipc\x18\x03 \x01(\x0e\x32\x19.runtime.v1.NamespaceMode\x12\x11\n\ttarget_id\x18\x04 \x01(\t\"\x82\x01\n\x1bLinuxSandboxSecurityContext\x12\x36\n\x11namespace_options\x18\x01 \x01(\x0b\x32\x1b.runtime.v1.NamespaceOption\x12\x17\n\x0freadonly_rootfs\x18\x04 \x01(\x08\x12\x12\n\nprivileged\x18\x06 \x01(\x08\"\xe2\x01\n\x15LinuxPodSandboxConfig\x12\x15\n\rcgroup_parent\x18\x01 \x01(\t\x12\x41\n\x10security_context\x18\x02 \x01(\x0b\x32\'.runtime.v1.LinuxSandboxSecurityContext\x12?\n\x07sysctls\x18\x03 \x03(\x0b\x32..runtime.v1.LinuxPodSandboxConfig.SysctlsEntry\x1a.\n\x0cSysctlsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"S\n\x12PodSandboxMetadata\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03uid\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\r\"\xab\x03\n\x10PodSandboxConfig\x12\x30\n\x08metadata\x18\x01 \x01(\x0b\x32\x1e.runtime.v1.PodSandboxMetadata\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x15\n\rlog_directory\x18\x03 \x01(\t\x12)\n\ndns_config\x18\x04 \x01(\x0b\x32\x15.runtime.v1.DNSConfig\x12\x38\n\x06labels\x18\x06 \x03(\x0b\x32(.runtime.v1.PodSandboxConfig.LabelsEntry\x12\x42\n\x0b\x61nnotations\x18\x07 \x03(\x0b\x32-.runtime.v1.PodSandboxConfig.AnnotationsEntry\x12\x30\n\x05linux\x18\x08 \x01(\x0b\x32!.runtime.v1.LinuxPodSandboxConfig\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"]\n\x14RunPodSandboxRequest\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.runtime.v1.PodSandboxConfig\x12\x17\n\x0fruntime_handler\x18\x02 \x01(\t\"/\n\x15RunPodSandboxResponse\x12\x16\n\x0epod_sandbox_id\x18\x01 \x01(\t\"/\n\x15StopPodSandboxRequest\x12\x16\n\x0epod_sandbox_id\x18\x01 \x01(\t\"\x18\n\x16StopPodSandboxResponse\"1\n\x17RemovePodSandboxRequest\x12\x16\n\x0epod_sandbox_id\x18\x01 \x01(\t\"\x1a\n\x18RemovePodSandboxResponse\"B\n\x14PodSandboxStateValue\x12*\n\x05state\x18\x01 \x01(\x0e\x32\x1b.runtime.v1.PodSandboxState\"\xce\x01\n\x10PodSandboxFilter\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0b\x32 .runtime.v1.PodSandboxStateValue\x12G\n\x0elabel_selector\x18\x03 \x03(\x0b\x32/.runtime.v1.PodSandboxFilter.LabelSelectorEntry\x1a\x34\n\x12LabelSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"E\n\x15ListPodSandboxRequest\x12,\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x1c.runtime.v1.PodSandboxFilter\"\xf8\x02\n\nPodSandbox\x12\n\n\x02id\x18\x01 \x01(\t\x12\x30\n\x08metadata\x18\x02 \x01(\x0b\x32\x1e.runtime.v1.PodSandboxMetadata\x12*\n\x05state\x18\x03 \x01(\x0e\x32\x1b.runtime.v1.PodSandboxState\x12\x12\n\ncreated_at\x18\x04 \x01(\x03\x12\x32\n\x06labels\x18\x05 \x03(\x0b\x32\".runtime.v1.PodSandbox.LabelsEntry\x12<\n\x0b\x61nnotations\x18\x06 \x03(\x0b\x32\'.runtime.v1.PodSandbox.AnnotationsEntry\x12\x17\n\x0fruntime_handler\x18\x07 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x32\n\x10\x41nnotationsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"?\n\x16ListPodSandboxResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.runtime.v1.PodSandbox*=\n\rNamespaceMode\x12\x07\n\x03POD\x10\x00\x12\r\n\tCONTAINER\x10\x01\x12\x08\n\x04NODE\x10\x02\x12\n\n\x06TARGET\x10\x03*:\n\x0fPodSandboxState\x12\x11\n\rSANDBOX_READY\x10\x00\x12\x14\n\x10SANDBOX_NOTREADY\x10\x01\x32\xc2\x03\n\x0eRuntimeService\x12V\n\rRunPodSandbox\x12 .runtime.v1.RunPodSandboxRequest\x1a!.runtime.v1.RunPodSandboxResponse\"\x00\x12Y\n\x0eStopPodSandbox\x12!.runtime.v1.StopPodSandboxRequest\x1a\".runtime.v1.StopPodSandboxResponse\"\x00\x12_\n\x10RemovePodSandbox\x12#.runtime.v1.RemovePodSandboxRequest\x1a$.runtime.v1.RemovePodSandboxResponse\"\x00\x12Y\n\x0eListPodSandbox\x12!.runtime.v1.ListPodSandboxRequest\x1a\".runtime.v1.ListPodSandboxResponse\"\x00\x12\x41\n\x06Status\x12\x19.runtime.v1.StatusRequest\x1a\x1a.runtime.v1.StatusResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +33,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUSRESPONSE_INFOENTRY']._loaded_options = None
   _globals['_STATUSRESPONSE_INFOENTRY']._serialized_options = b'8\001'
+  _globals['_LINUXPODSANDBOXCONFIG_SYSCTLSENTRY']._loaded_options = None
+  _globals['_LINUXPODSANDBOXCONFIG_SYSCTLSENTRY']._serialized_options = b'8\001'
+  _globals['_PODSANDBOXCONFIG_LABELSENTRY']._loaded_options = None
+  _globals['_PODSANDBOXCONFIG_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_PODSANDBOXCONFIG_ANNOTATIONSENTRY']._loaded_options = None
+  _globals['_PODSANDBOXCONFIG_ANNOTATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_PODSANDBOXFILTER_LABELSELECTORENTRY']._loaded_options = None
+  _globals['_PODSANDBOXFILTER_LABELSELECTORENTRY']._serialized_options = b'8\001'
+  _globals['_PODSANDBOX_LABELSENTRY']._loaded_options = None
+  _globals['_PODSANDBOX_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_PODSANDBOX_ANNOTATIONSENTRY']._loaded_options = None
+  _globals['_PODSANDBOX_ANNOTATIONSENTRY']._serialized_options = b'8\001'
+  _globals['_NAMESPACEMODE']._serialized_start=2679
+  _globals['_NAMESPACEMODE']._serialized_end=2740
+  _globals['_PODSANDBOXSTATE']._serialized_start=2742
+  _globals['_PODSANDBOXSTATE']._serialized_end=2800
   _globals['_STATUSREQUEST']._serialized_start=55
   _globals['_STATUSREQUEST']._serialized_end=87
   _globals['_RUNTIMECONDITION']._serialized_start=89
@@ -45,6 +61,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STATUSRESPONSE']._serialized_end=482
   _globals['_STATUSRESPONSE_INFOENTRY']._serialized_start=439
   _globals['_STATUSRESPONSE_INFOENTRY']._serialized_end=482
-  _globals['_RUNTIMESERVICE']._serialized_start=484
-  _globals['_RUNTIMESERVICE']._serialized_end=567
+  _globals['_DNSCONFIG']._serialized_start=484
+  _globals['_DNSCONFIG']._serialized_end=547
+  _globals['_NAMESPACEOPTION']._serialized_start=550
+  _globals['_NAMESPACEOPTION']._serialized_end=710
+  _globals['_LINUXSANDBOXSECURITYCONTEXT']._serialized_start=713
+  _globals['_LINUXSANDBOXSECURITYCONTEXT']._serialized_end=843
+  _globals['_LINUXPODSANDBOXCONFIG']._serialized_start=846
+  _globals['_LINUXPODSANDBOXCONFIG']._serialized_end=1072
+  _globals['_LINUXPODSANDBOXCONFIG_SYSCTLSENTRY']._serialized_start=1026
+  _globals['_LINUXPODSANDBOXCONFIG_SYSCTLSENTRY']._serialized_end=1072
+  _globals['_PODSANDBOXMETADATA']._serialized_start=1074
+  _globals['_PODSANDBOXMETADATA']._serialized_end=1157
+  _globals['_PODSANDBOXCONFIG']._serialized_start=1160
+  _globals['_PODSANDBOXCONFIG']._serialized_end=1587
+  _globals['_PODSANDBOXCONFIG_LABELSENTRY']._serialized_start=1490
+  _globals['_PODSANDBOXCONFIG_LABELSENTRY']._serialized_end=1535
+  _globals['_PODSANDBOXCONFIG_ANNOTATIONSENTRY']._serialized_start=1537
+  _globals['_PODSANDBOXCONFIG_ANNOTATIONSENTRY']._serialized_end=1587
+  _globals['_RUNPODSANDBOXREQUEST']._serialized_start=1589
+  _globals['_RUNPODSANDBOXREQUEST']._serialized_end=1682
+  _globals['_RUNPODSANDBOXRESPONSE']._serialized_start=1684
+  _globals['_RUNPODSANDBOXRESPONSE']._serialized_end=1731
+  _globals['_STOPPODSANDBOXREQUEST']._serialized_start=1733
+  _globals['_STOPPODSANDBOXREQUEST']._serialized_end=1780
+  _globals['_STOPPODSANDBOXRESPONSE']._serialized_start=1782
+  _globals['_STOPPODSANDBOXRESPONSE']._serialized_end=1806
+  _globals['_REMOVEPODSANDBOXREQUEST']._serialized_start=1808
+  _globals['_REMOVEPODSANDBOXREQUEST']._serialized_end=1857
+  _globals['_REMOVEPODSANDBOXRESPONSE']._serialized_start=1859
+  _globals['_REMOVEPODSANDBOXRESPONSE']._serialized_end=1885
+  _globals['_PODSANDBOXSTATEVALUE']._serialized_start=1887
+  _globals['_PODSANDBOXSTATEVALUE']._serialized_end=1953
+  _globals['_PODSANDBOXFILTER']._serialized_start=1956
+  _globals['_PODSANDBOXFILTER']._serialized_end=2162
+  _globals['_PODSANDBOXFILTER_LABELSELECTORENTRY']._serialized_start=2110
+  _globals['_PODSANDBOXFILTER_LABELSELECTORENTRY']._serialized_end=2162
+  _globals['_LISTPODSANDBOXREQUEST']._serialized_start=2164
+  _globals['_LISTPODSANDBOXREQUEST']._serialized_end=2233
+  _globals['_PODSANDBOX']._serialized_start=2236
+  _globals['_PODSANDBOX']._serialized_end=2612
+  _globals['_PODSANDBOX_LABELSENTRY']._serialized_start=1490
+  _globals['_PODSANDBOX_LABELSENTRY']._serialized_end=1535
+  _globals['_PODSANDBOX_ANNOTATIONSENTRY']._serialized_start=1537
+  _globals['_PODSANDBOX_ANNOTATIONSENTRY']._serialized_end=1587
+  _globals['_LISTPODSANDBOXRESPONSE']._serialized_start=2614
+  _globals['_LISTPODSANDBOXRESPONSE']._serialized_end=2677
+  _globals['_RUNTIMESERVICE']._serialized_start=2803
+  _globals['_RUNTIMESERVICE']._serialized_end=3253
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,25 @@
+"""Fixtures shared by the shim's integration tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import require_programs
+from tests.integration.shim.node import Node, guest_agent_on_host, node_env
+
+
+@pytest.fixture
+def node_with_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
+    """A node whose daemon runs sandboxes on the real guest agent, served on the host."""
+    require_programs("containerd", "ctr")
+    with node_env("local-agent") as node:
+        agent_socket = node.root / "agent.sock"
+        node.env["CONTRAST_AGENT_SOCKET"] = str(agent_socket)
+        # containerd passes its environment on to the shim, which passes it to the daemon.
+        for key, value in node.env.items():
+            if key != "TTRPC_ADDRESS":
+                monkeypatch.setenv(key, value)
+        with guest_agent_on_host(agent_socket):
+            yield node
