@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_programs
 from tests.integration.shim.node import Node, guest_agent_on_host, node_env
+from tests.unit.shim.sinks import socket_dir
 
 
 @pytest.fixture
@@ -23,3 +25,10 @@ def node_with_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
                 monkeypatch.setenv(key, value)
         with guest_agent_on_host(agent_socket):
             yield node
+
+
+@pytest.fixture
+def sockets() -> Iterator[Path]:
+    """A short directory (unix socket paths are limited to 107 bytes)."""
+    with socket_dir() as folder:
+        yield folder

@@ -1,0 +1,92 @@
+"""The pod-VM backend with the real guest image under TCG: a sandbox's VM boots with
+its initdata bound, the guest agent answers, and nothing outlives the sandbox."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.sandbox import config as runtime_config
+from agent.sandbox.allowlist import vm_settings
+from agent.sandbox.backend import SandboxSpec
+from agent.sandbox.config import INITDATA_ANNOTATION
+from agent.sandbox.guest import GuestSandbox
+from agent.sandbox.vm_backend import PodVmBackend
+from api.containerd.task.v2 import shim_pb2
+from guest.image.manifest import GuestImage
+from guest.initdata import codec, document
+from tests.integration.guestagent.requests import ALLOW_ALL
+from tests.integration.vm.conftest import guest_image
+from tests.unit.shim.harness import running
+from ttrpc import PermissionDenied
+
+pytestmark = pytest.mark.vm
+__all__ = ["guest_image"]  # the session fixture, shared with the VM tests
+
+
+def write_config(image: GuestImage, path: Path) -> runtime_config.RuntimeConfig:
+    path.write_text(
+        f"""
+platform = "qemu-insecure"
+[guest]
+kernel = "{image.kernel}"
+initrd = "{image.initrd}"
+rootfs = "{image.root}"
+manifest = "{image.directory / "manifest.json"}"
+[timeouts]
+boot_seconds = 300
+"""
+    )
+    return runtime_config.load(path)
+
+
+def qemus_under(folder: Path) -> list[str]:
+    found = subprocess.run(
+        ["pgrep", "-a", "qemu-system"], capture_output=True, text=True, check=False
+    )
+    return [line for line in found.stdout.splitlines() if str(folder) in line]
+
+
+async def test_sandbox_vm_with_bound_initdata(guest_image: GuestImage, sockets: Path) -> None:
+    config = write_config(guest_image, sockets / "runtime.toml")
+    doc = document.create({document.POLICY_NAME: ALLOW_ALL}, "sha384")
+    annotations = {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)}
+    spec = SandboxSpec(
+        "k8s.io", "pod1", config, vm_settings(annotations, config), sockets / "run", None, "pod1"
+    )
+    backend = PodVmBackend()
+    sandbox = await backend.create(spec)
+    try:
+        assert isinstance(sandbox, GuestSandbox)
+        assert qemus_under(sockets)
+        features = sandbox.agent.features(await sandbox.agent.guest_details())
+        assert features["block.vdb"].startswith("serial:initdata")  # the initdata disk
+        assert sandbox.record.details["console_log"] == str(sockets / "run" / "console.log")
+    finally:
+        await backend.destroy(sandbox)
+    assert qemus_under(sockets) == []
+    assert not (sockets / "run" / "qmp.sock").exists()
+
+
+async def test_task_create_without_initdata_is_denied_by_the_guest(
+    guest_image: GuestImage, sockets: Path
+) -> None:
+    """No initdata: the guest enforces deny-all; containerd gets the guest's reason and
+    the VM is gone again."""
+    async with running(sockets, PodVmBackend()) as daemon:
+        write_config(guest_image, daemon.config_path)
+        await daemon.register("pod1")
+        bundle = daemon.bundle("pod1")
+        request = shim_pb2.CreateTaskRequest(
+            id="pod1", bundle=str(bundle), options=daemon.options()
+        )
+        with pytest.raises(PermissionDenied) as err:
+            await daemon.task.Create(request)
+        assert "guest agent CreateSandbox: CreateSandboxRequest is blocked by policy" in str(
+            err.value
+        )
+        assert "initdata" in str(err.value)
+        assert qemus_under(sockets) == []
+    assert daemon.store.load_all() == ([], [])
