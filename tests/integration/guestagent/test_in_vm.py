@@ -99,11 +99,15 @@ async def vm_agent(
     port = pushed.registry.port
     guest_registry = f"10.0.2.2:{port}"
     image = pushed.reference.replace(pushed.registry.host, guest_registry)
-    launch = prepare(from_toml(initdata(image, guest_registry)), Platform.INSECURE, vm_dir)
+    # vm_config writes its allow-all initdata.img into vm_dir: ours goes next to it.
     base = vm_config(guest_image, vm_dir, "agent")
+    (vm_dir / "pod").mkdir()
+    document = from_toml(initdata(image, guest_registry))
+    launch = prepare(document, Platform.INSECURE, vm_dir / "pod")
     config = dataclasses.replace(
         base,
-        cmdline=(*base.cmdline, *launch.kernel_cmdline()),
+        # Our initdata replaces the allow-all one vm_config attaches (disk and cmdline).
+        cmdline=(*guest_image.manifest.cmdline, *launch.kernel_cmdline()),
         disks=(launch.disk(),),
         user_net=UserNet(mac=MAC),
         memory_mib=768,
