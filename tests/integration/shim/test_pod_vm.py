@@ -3,6 +3,8 @@ its initdata bound, the guest agent answers, and nothing outlives the sandbox.""
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from agent.sandbox.config import INITDATA_ANNOTATION
 from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.vm_backend import PodVmBackend
 from api.containerd.task.v2 import shim_pb2
+from api.containerd.types.task import task_pb2 as types
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from tests.integration.guestagent.requests import ALLOW_ALL
@@ -88,5 +91,66 @@ async def test_task_create_without_initdata_is_denied_by_the_guest(
             err.value
         )
         assert "initdata" in str(err.value)
+        assert qemus_under(sockets) == []
+    assert daemon.store.load_all() == ([], [])
+
+
+def pause_bundle(folder: Path, annotations: dict[str, str]) -> Path:
+    """The sandbox container's bundle as containerd's CRI writes it (trimmed)."""
+    bundle = folder / "bundles" / "pod1"
+    bundle.mkdir(parents=True)
+    spec = {
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "user": {"uid": 65535, "gid": 65535},
+            "args": ["/pause"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "pod1",
+        "annotations": {
+            "io.kubernetes.cri.container-type": "sandbox",
+            "io.kubernetes.cri.sandbox-id": "pod1",
+            **annotations,
+        },
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/kcore"],
+        },
+    }
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, sockets: Path) -> None:
+    """Create, Start, State, Kill, Wait, Delete of a CRI sandbox (pause) container: the
+    pause process runs in the pod-VM, containerd hears create, start, exit, delete in
+    that order, and afterwards no QEMU and no state are left."""
+    doc = document.create({document.POLICY_NAME: ALLOW_ALL}, "sha384")
+    bundle = pause_bundle(sockets, {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)})
+    async with running(sockets, PodVmBackend()) as daemon:
+        write_config(guest_image, daemon.config_path)
+        await daemon.register("pod1")
+        created = await daemon.task.Create(
+            shim_pb2.CreateTaskRequest(id="pod1", bundle=str(bundle), options=daemon.options())
+        )
+        assert qemus_under(sockets)
+        assert created.pid > 0  # the pod-VM's QEMU
+        started = await daemon.task.Start(shim_pb2.StartRequest(id="pod1"))
+        assert started.pid == created.pid
+        state = await daemon.task.State(shim_pb2.StateRequest(id="pod1"))
+        assert state.status == types.RUNNING
+        assert daemon.store.load("k8s.io", "pod1") is not None  # persisted while it runs
+        await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
+        waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
+        assert waited.exit_status == 128 + signal.SIGKILL
+        deleted = await daemon.task.Delete(shim_pb2.DeleteRequest(id="pod1"))
+        assert deleted.exit_status == 128 + signal.SIGKILL
+        envelopes = await daemon.sink.wait_for(4)
+        assert [e.topic for e in envelopes] == [
+            "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete",
+        ]  # fmt: skip
         assert qemus_under(sockets) == []
     assert daemon.store.load_all() == ([], [])
