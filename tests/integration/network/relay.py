@@ -36,6 +36,38 @@ import sys, urllib.request
 print(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())
 """
 
+# ICMP echo without iputils: ``PING host count size`` prints how many replies came back.
+PING = """
+import os, socket, struct, sys, time
+host, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(5)
+ident, got = os.getpid() & 0xFFFF, 0
+def checksum(b):
+    b += b"\\0" * (len(b) % 2)
+    t = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    t = (t >> 16) + (t & 0xFFFF)
+    return ~(t + (t >> 16)) & 0xFFFF
+for seq in range(count):
+    body = struct.pack("!HH", ident, seq) + b"x" * size
+    s.sendto(struct.pack("!BBH", 8, 0, checksum(b"\\x08\\0\\0\\0" + body)) + body, (host, 0))
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            data, _ = s.recvfrom(65536)
+        except TimeoutError:
+            break
+        icmp = data[(data[0] & 0xF) * 4:]
+        if icmp[0] == 0 and struct.unpack("!HH", icmp[4:8]) == (ident, seq):
+            got += 1
+            break
+print(got, flush=True)
+"""
+
+
+def ping_argv(host: str, count: int, size: int = 56) -> list[str]:
+    return [sys.executable, "-c", PING, host, str(count), str(size)]
+
 
 def server_argv(host: str, port: int, token: str) -> list[str]:
     return [sys.executable, "-c", SERVER, host, str(port), token]

@@ -5,25 +5,35 @@ teardown runs, no tap and no qdisc of ours remain in the pod netns."""
 import dataclasses
 import os
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import pytest
-
+from agent.initdata import launch
+from agent.initdata.pod import from_toml
 from agent.network import pod
 from agent.network.guest import configure_guest
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
-from agent.vm.config import VMConfig
+from agent.vm.config import Platform, VMConfig
 from agent.vm.manager import VM
+from api.kata import agent_pb2
 from guest.image.manifest import GuestImage
-from tests.integration.network.relay import fetch_argv
-from tests.integration.network.topology import POD_IP, POD_MAC, Topology, in_ns, ip
+from guest.initdata import document
+from tests.integration.network.relay import fetch_argv, ping_argv
+from tests.integration.network.topology import MTU, POD_IP, POD_MAC, Topology, in_ns, ip
 from tests.integration.vm.conftest import vm_config
-from ttrpc import Unimplemented
 
 BOOT_TIMEOUT = 300.0
+REQUESTS = (
+    "CreateSandboxRequest", "DestroySandboxRequest", "CreateContainerRequest",
+    "StartContainerRequest", "RemoveContainerRequest", "WaitProcessRequest",
+    "ReadStreamRequest", "SignalProcessRequest", "GuestDetailsRequest",
+    "UpdateInterfaceRequest", "UpdateRoutesRequest", "AddARPNeighborsRequest",
+    "ListInterfacesRequest", "ListRoutesRequest",
+)  # fmt: skip
+# Allows what these tests send; the network requests go through the policy like any other.
+POLICY = "package agent_policy\n\n" + "".join(f"default {r} := true\n" for r in REQUESTS)
 
 
 def run_in(ns: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -40,13 +50,26 @@ def assert_nothing_of_ours(topo: Topology) -> None:
 
 @asynccontextmanager
 async def pod_vm(
-    topo: Topology, image: GuestImage, directory: Path, name: str
+    topo: Topology,
+    image: GuestImage,
+    directory: Path,
+    name: str,
+    data: Mapping[str, str] | None = None,
 ) -> AsyncIterator[tuple[VM, VMConfig, pod.PodNetwork]]:
-    """A booted VM on the pod network; on exit: VM stopped, network torn down, checked."""
+    """A VM on the pod network with initdata ``data`` (default: POLICY); on exit the VM
+    is stopped, the network torn down and checked for leftovers."""
+    initdata = launch.prepare(
+        from_toml(document.create(data or {"policy.rego": POLICY}).raw),
+        Platform.INSECURE, directory,
+    )  # fmt: skip
     result = await pod.setup(topo.path(topo.pod), name)
     assert result is not None
     network, tap_fd = result
-    config = dataclasses.replace(vm_config(image, directory, name), net=network.nic())
+    base = vm_config(image, directory, name)
+    config = dataclasses.replace(
+        base, net=network.nic(), disks=(initdata.disk(),),
+        cmdline=base.cmdline + initdata.kernel_cmdline(), memory_mib=1024,
+    )  # fmt: skip
     try:
         vm = await VM.launch(config, tap_fd=tap_fd)
     except BaseException:
@@ -80,13 +103,15 @@ async def test_guest_answers_at_the_pod_address(
         await vm.wait_ready(BOOT_TIMEOUT)
         agent = AgentClient(await connect(config.transport))
         try:
-            try:
-                await configure_guest(agent.agent, network, "netvm2")
-            except Unimplemented as err:
-                pytest.skip(f"the guest agent does not serve the network RPCs yet: {err}")
+            await configure_guest(agent.agent, network, "netvm2")
+            listed = await agent.agent.ListInterfaces(agent_pb2.ListInterfacesRequest())
+            assert isinstance(listed, agent_pb2.Interfaces)
+            (eth0,) = [i for i in listed.Interfaces if i.hwAddr == POD_MAC]
+            assert (eth0.name, eth0.mtu) == ("eth0", MTU)
+            assert (POD_IP, "24") in [(a.address, a.mask) for a in eth0.IPAddresses]
             # Only the guest can answer at the pod's address: eth0's ingress goes to the tap.
-            ping = run_in(topo.peer, ["ping", "-c", "3", "-W", "5", POD_IP])
-            assert ping.returncode == 0, ping.stdout + ping.stderr
+            ping = run_in(topo.peer, ping_argv(POD_IP, 3))
+            assert ping.stdout.strip() == "3", ping.stdout + ping.stderr
             # A port nobody listens on in the guest: the guest's kernel refuses it.
             refused = run_in(topo.peer, fetch_argv(f"http://{POD_IP}:9/"))
             assert "Connection refused" in refused.stderr, refused.stderr
