@@ -40,7 +40,6 @@ from agent.daemon import settings as daemon_settings
 from agent.events.envelope import timestamp
 from agent.sandbox.errors import SandboxError
 from agent.sandbox.state import StateStore
-from agent.sandbox.vm_backend import kill_orphan
 from api.containerd.task.v2 import shim_pb2
 from api.node import shim_pb2 as node_pb2
 from ttrpc import Client, ServiceStub, StatusError, TtrpcError
@@ -146,6 +145,8 @@ async def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
 
 def delete_locally(config: daemon_settings.Settings, namespace: str, task_id: str) -> None:
     """Release a task from the persisted state while no daemon runs; raises ShimError."""
+    from agent.sandbox.vm_backend import kill_orphan  # QEMU/QMP modules: only on this path
+
     store = StateStore(config.state_dir)
     records, _ = store.load_all()
     try:
