@@ -126,14 +126,20 @@ class Sandbox:
         hostname = request.hostname or "localhost"
         if not re.match(r"^[A-Za-z0-9.-]{1,253}$", hostname):
             raise InvalidRequest(f"hostname {hostname!r} is not a valid host name")
+        from guest.agent import netconfig
+
+        try:
+            resolv = netconfig.resolv_conf_text(list(request.dns))
+        except netconfig.BadRequest as err:
+            raise InvalidRequest(str(err)) from err
+        # Validated above: nothing is written for a bad request.
         self.files.mkdir(parents=True, exist_ok=True)
         self.bundles.mkdir(parents=True, exist_ok=True)
         (self.files / "hostname").write_text(hostname + "\n")
         (self.files / "hosts").write_text(
             f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\t{hostname}\n"
         )
-        lines = [line for entry in request.dns for line in entry.splitlines() if line.strip()]
-        (self.files / "resolv.conf").write_text("".join(f"{line}\n" for line in lines))
+        (self.files / "resolv.conf").write_text(resolv)
         self.id = request.sandbox_id
         self.created = True
         log.info("sandbox %s created (hostname %s)", self.id, hostname)

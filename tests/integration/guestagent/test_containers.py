@@ -190,3 +190,24 @@ async def test_oom_kill_is_reported(agent: Agent, pushed: Pushed) -> None:
     event = await asyncio.wait_for(oom, 10)
     assert event.container_id == "hog"
     await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+
+
+async def test_sandbox_files_reach_the_container(agent: Agent, pushed: Pushed) -> None:
+    stub, _ = agent
+    with pytest.raises(ttrpc.InvalidArgument, match="DNS line"):
+        await stub.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="h", dns=["rm -rf /"]))
+    await sandbox(stub)
+    await stub.CreateContainer(
+        rq.create_container(
+            "files", ["sh", "-c", "cat /etc/resolv.conf; hostname; ls /var/run/secrets"],
+            pushed.reference,
+        )
+    )  # fmt: skip
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="files"))
+    out = await read_all(stub, "files")
+    # The guest's resolv.conf, the pause container's uts namespace (hostname from the
+    # pause spec), and no host volume (its source does not exist in the guest).
+    assert out == b"nameserver 10.0.0.10\npod-host\n"
+    assert b"No such file" in await read_all(stub, "files", stderr=True)
+    assert await wait(stub, "files") == 1
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
