@@ -130,12 +130,20 @@ def _teardown_here(interface: str, tap: str) -> list[str]:
 
 
 async def teardown(network: PodNetwork, sandbox_id: str) -> None:
-    """Remove the tap and our qdiscs from the pod's netns. Safe to repeat; a netns
-    that is already gone counts as torn down. Raises NetworkError."""
+    """Remove the tap and our qdiscs from the pod's netns (see :func:`teardown_netns`)."""
+    await teardown_netns(network.netns, sandbox_id, interface=network.interface, tap=network.tap)
+
+
+async def teardown_netns(
+    netns_path: Path, sandbox_id: str, *, interface: str = POD_INTERFACE, tap: str = TAP_NAME
+) -> None:
+    """Remove our tap and qdiscs from ``netns_path`` (needs only what a state file keeps,
+    for a daemon that restarted). Safe to repeat; a netns that is already gone counts as
+    torn down. Raises NetworkError."""
+    check_ifname(interface)
+    check_ifname(tap)
     try:
-        removed = await netns.run_async(
-            network.netns, lambda: _teardown_here(network.interface, network.tap)
-        )
+        removed = await netns.run_async(netns_path, lambda: _teardown_here(interface, tap))
     except NetnsError as err:
         log.info("sandbox %s: netns already gone (%s); nothing to remove", sandbox_id, err)
         return

@@ -1,6 +1,7 @@
 """Host side in a real pod netns: tap + tc mirror, messages read from the netns,
 teardown, refusal to touch somebody else's ingress qdisc, no-netns pods."""
 
+import asyncio
 import logging
 import os
 import subprocess
@@ -81,6 +82,29 @@ async def test_setup_reads_netns_mirrors_and_tears_down(topo: Topology) -> None:
     assert pod.TAP_NAME not in links(topo)
     assert "ingress" not in qdiscs(topo, "eth0")
     await pod.teardown(network, "sb-host")  # again: nothing left, no error
+
+
+async def test_netns_of_a_process(topo: Topology) -> None:
+    # CRI hands a path like /proc/<pid>/ns/net as often as a /var/run/netns one.
+    holder = subprocess.Popen(["ip", "netns", "exec", topo.pod, "sleep", "60"])
+    try:
+        path = Path(f"/proc/{holder.pid}/ns/net")
+        for _ in range(100):  # until ip has entered the netns and exec'd sleep
+            if path.stat().st_ino == topo.path(topo.pod).stat().st_ino:
+                break
+            await asyncio.sleep(0.05)
+        else:  # never touch the host's own netns
+            raise AssertionError(f"pid {holder.pid} never entered {topo.pod}")
+        result = await pod.setup(path, "sb-proc")
+        assert result is not None
+        network, fd = result
+        os.close(fd)
+        assert network.mac == POD_MAC
+        await pod.teardown_netns(path, "sb-proc")
+        assert "ingress" not in qdiscs(topo, "eth0")
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 async def test_foreign_ingress_qdisc_is_refused_and_kept(topo: Topology) -> None:
