@@ -106,11 +106,15 @@ def _link_by_mac(ipr: Any, mac: str, timeout: float) -> Any:
     if link is not None:
         return link
     # The guest has no udev: nothing loads the NIC's driver until it is needed.
-    run(["modprobe", VIRTIO_NET_MODULE], timeout=30)
+    try:
+        run(["modprobe", VIRTIO_NET_MODULE], timeout=30)
+        driver = f"{VIRTIO_NET_MODULE} loaded"
+    except NetconfigError as err:
+        driver = f"loading {VIRTIO_NET_MODULE} failed: {err}"
     deadline = time.monotonic() + timeout
     while (link := _find_mac(ipr, mac)) is None:
         if time.monotonic() >= deadline:
-            raise NetconfigError(f"no network link with MAC {mac} (after loading virtio_net)")
+            raise NetconfigError(f"no network link with MAC {mac} ({driver})")
         time.sleep(0.1)
     return link
 
@@ -243,13 +247,16 @@ def update_routes(routes: Iterable[types_pb2.Route]) -> list[types_pb2.Route]:
         plans = [(r, _route_args(ipr, r)) for r in wanted]  # validate all before changing
         for oif in {args["oif"] for _, args in plans}:
             for family in (socket.AF_INET, socket.AF_INET6):
-                for old in ipr.get_routes(family=family, oif=oif, table=RT_TABLE_MAIN):
+                # A list first: no deletes while the dump is still being read.
+                table = list(ipr.get_routes(family=family, oif=oif, table=RT_TABLE_MAIN))
+                for old in table:
                     if old["proto"] == RTPROT_KERNEL:
                         continue
+                    ident = _identity(old)
                     try:
-                        ipr.route("del", **_identity(old))
+                        ipr.route("del", **ident)
                     except NetlinkError as err:
-                        raise NetconfigError(f"cannot remove old route: {err}") from err
+                        raise NetconfigError(f"cannot remove old route {ident}: {err}") from err
         for route, args in plans:
             try:
                 ipr.route("replace", **args)
@@ -264,7 +271,7 @@ def update_routes(routes: Iterable[types_pb2.Route]) -> list[types_pb2.Route]:
 def _identity(msg: Any) -> dict[str, Any]:
     ident: dict[str, Any] = {
         "family": msg["family"], "dst_len": msg["dst_len"], "table": RT_TABLE_MAIN,
-        "oif": msg.get_attr("RTA_OIF"),
+        "oif": msg.get_attr("RTA_OIF"), "scope": msg["scope"], "proto": msg["proto"],
     }  # fmt: skip
     if msg.get_attr("RTA_DST") is not None:
         ident["dst"] = msg.get_attr("RTA_DST")
