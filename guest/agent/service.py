@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 
 import ttrpc
 from api.kata import agent_pb2, types_pb2
-from guest.agent import VERSION, details, policyinput
+from guest.agent import VERSION, copyfile, details, policyinput
 from guest.agent import spec as specs
 from guest.agent.containers import Containers, Process
 from guest.agent.errors import (
@@ -194,6 +194,16 @@ class AgentService:
         self, request: agent_pb2.UpdateContainerRequest, ctx: ttrpc.CallContext
     ) -> empty_pb2.Empty:
         await self.containers.update(request.container_id, specs.resources(request.resources))
+        return empty_pb2.Empty()
+
+    @guarded
+    async def CopyFile(
+        self, request: agent_pb2.CopyFileRequest, ctx: ttrpc.CallContext
+    ) -> empty_pb2.Empty:
+        try:
+            copyfile.copy_file(request)
+        except OSError as err:
+            raise ttrpc.Internal(f"CopyFile {request.path}: {err}") from err
         return empty_pb2.Empty()
 
     @guarded

@@ -6,8 +6,9 @@ as Kata's agent does, with these rules (each dropped item is reported in ``notes
 - root: always ``rootfs`` inside the bundle (the image puller's overlay mount).
 - mounts: kernel file systems (proc, sysfs, tmpfs, devpts, mqueue, cgroup) are kept;
   /etc/hostname, /etc/hosts and /etc/resolv.conf come from the sandbox's files in
-  the guest; /dev/shm becomes a tmpfs; any other mount whose source does not exist in
-  the guest is dropped.
+  the guest; /dev/shm becomes a tmpfs; a bind mount is kept only from where the host
+  may put files (CopyFile's directory, SHARED_PREFIXES) and when its source exists;
+  everything else is dropped.
 - namespaces: network is dropped (containers use the VM's network, set up by the
   agent); ipc and uts join the sandbox (pause) container's; pid joins it only when
   the request asks for the sandbox pid namespace; user and time are dropped (no
@@ -33,6 +34,9 @@ CGROUP_PARENT = "/contrast"
 KERNEL_FILESYSTEMS = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
 SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
 SHM_SIZE = 64 * 1024 * 1024
+# Bind mount sources the guest accepts: what CopyFile wrote (Kata's layout). Anything
+# else of the guest (its root, /run/measured-cfg) is never mounted into a container.
+SHARED_PREFIXES = ("/run/kata-containers/shared/containers/",)
 
 
 @dataclass(frozen=True)
@@ -269,12 +273,16 @@ def _mounts(requested: Any, ctx: GuestContext, notes: list[str]) -> list[dict[st
                 }
             )
         elif (m.type in KERNEL_FILESYSTEMS and not _is_bind(m)) or (
-            m.source and ctx.exists(m.source)
+            _is_bind(m) and _shared(m.source) and ctx.exists(m.source)
         ):
             out.append(_mount(m))
         else:
-            notes.append(f"mount {dest}: source {m.source!r} not in the guest, dropped")
+            notes.append(f"mount {dest}: source {m.source!r} not shared with the guest, dropped")
     return out
+
+
+def _shared(source: str) -> bool:
+    return ".." not in source.split("/") and source.startswith(SHARED_PREFIXES)
 
 
 def _mount(m: Any) -> dict[str, Any]:

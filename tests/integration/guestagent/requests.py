@@ -13,7 +13,7 @@ ALLOW_ALL = "package agent_policy\n\ndefault allow_all := true\n" + "".join(
         "WriteStreamRequest", "CloseStdinRequest", "TtyWinResizeRequest",
         "StatsContainerRequest", "UpdateContainerRequest", "GetOOMEventRequest",
         "SetPolicyRequest", "GuestDetailsRequest", "PauseContainerRequest",
-        "ResumeContainerRequest",
+        "ResumeContainerRequest", "CopyFileRequest",
     )
 )  # fmt: skip
 

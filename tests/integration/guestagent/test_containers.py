@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,28 @@ async def test_sandbox_files_reach_the_container(agent: Agent, pushed: Pushed) -
     assert b"No such file" in await read_all(stub, "files", stderr=True)
     assert await wait(stub, "files") == 1
     await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+
+
+async def test_copied_file_is_mounted(agent: Agent, pushed: Pushed) -> None:
+    stub, _ = agent
+    shared = Path("/run/kata-containers/shared/containers")
+    token_dir = shared / "copytest-token"
+    try:
+        await stub.CopyFile(
+            agent_pb2.CopyFileRequest(
+                path=str(token_dir / "token"), file_size=9, file_mode=0o100644, dir_mode=0o755,
+                data=b"secret-1\n",
+            )
+        )  # fmt: skip
+        await sandbox(stub)
+        request = rq.create_container("tok", ["cat", "/var/run/secrets/token"], pushed.reference)
+        for m in request.OCI.Mounts:
+            if m.destination == "/var/run/secrets/kubernetes.io/serviceaccount":
+                m.destination, m.source = "/var/run/secrets", str(token_dir)
+        await stub.CreateContainer(request)
+        await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="tok"))
+        assert await read_all(stub, "tok") == b"secret-1\n"
+        assert await wait(stub, "tok") == 0
+        await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+    finally:
+        shutil.rmtree(token_dir, ignore_errors=True)

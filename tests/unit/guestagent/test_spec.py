@@ -12,11 +12,13 @@ from guest.agent.spec import GuestContext, adapt, resources
 from tests.integration.guestagent.requests import spec
 
 FILES = Path("/run/contrast/sandbox")
+SHARED = "/run/kata-containers/shared/containers/c1-token"
+EXISTING = {SHARED, "/etc", "/run/kata-containers/shared/containers/../../../etc"}
 
 
 def ctx(**kw: object) -> GuestContext:
     defaults: dict[str, object] = {
-        "container_id": "c1", "sandbox_files": FILES, "exists": lambda p: p == "/guest/data",
+        "container_id": "c1", "sandbox_files": FILES, "exists": lambda p: p in EXISTING,
     }  # fmt: skip
     defaults.update(kw)
     return GuestContext(**defaults)  # type: ignore[arg-type]
@@ -24,7 +26,10 @@ def ctx(**kw: object) -> GuestContext:
 
 def test_mounts_host_paths_dropped_sandbox_files_used() -> None:
     host = spec(["sh"], image="img")
-    host.Mounts.append(oci_root_pb2.Mount(destination="/data", type="bind", source="/guest/data"))
+    for dest, source in (("/token", SHARED), ("/guest-etc", "/etc")):
+        host.Mounts.append(oci_root_pb2.Mount(destination=dest, type="bind", source=source))
+    escape = "/run/kata-containers/shared/containers/../../../etc"
+    host.Mounts.append(oci_root_pb2.Mount(destination="/escape", type="bind", source=escape))
     out = adapt(host, ctx())
     mounts = {m["destination"]: m for m in out.config["mounts"]}
     assert mounts["/proc"]["type"] == "proc"
@@ -32,7 +37,9 @@ def test_mounts_host_paths_dropped_sandbox_files_used() -> None:
     assert mounts["/etc/resolv.conf"]["source"] == str(FILES / "resolv.conf")
     assert mounts["/etc/resolv.conf"]["options"] == ["rbind", "ro"]
     assert mounts["/dev/shm"]["type"] == "tmpfs"
-    assert mounts["/data"]["source"] == "/guest/data"  # exists in the guest: kept
+    assert mounts["/token"]["source"] == SHARED  # copied into the guest by CopyFile: kept
+    assert "/guest-etc" not in mounts  # the guest's own files: never
+    assert "/escape" not in mounts
     assert "/var/run/secrets/kubernetes.io/serviceaccount" not in mounts
     assert any("serviceaccount" in note for note in out.notes)
 

@@ -1,0 +1,94 @@
+"""CopyFile: how a host without a shared file system hands files to the guest (Kata).
+
+Service-account tokens, ConfigMaps and Secrets mounted into containers arrive as
+CopyFile calls under ``/run/kata-containers/shared/containers/``; the container's
+spec then bind-mounts them from there (see spec.SHARED_PREFIXES). What may be copied
+is the policy's decision (CopyFileRequest); here only the place is fixed: nothing
+outside SHARED_DIR, no ``..``, no path through a symlink.
+
+A regular file comes in chunks (``offset``, ``data``) into ``<path>.tmp`` and is
+renamed into place, with ``file_mode`` and owner, once it has ``file_size`` bytes. A
+directory (S_IFDIR in ``file_mode``) is created; a symlink (S_IFLNK) points at
+``data``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from api.kata import agent_pb2
+from guest.agent.errors import InvalidRequest
+
+SHARED_DIR = Path("/run/kata-containers/shared/containers")
+MAX_FILE_SIZE = 64 * 1024 * 1024
+
+
+def _target(path: str, base: Path) -> Path:
+    target = Path(path)
+    if not target.is_absolute() or ".." in target.parts or target == base:
+        raise InvalidRequest(f"CopyFile path {path!r} must be absolute, without '..'")
+    if not target.is_relative_to(base):
+        raise InvalidRequest(f"CopyFile path {path!r} is not under {base}")
+    # No component between base and the target may be a symlink (a planted one
+    # would redirect the write anywhere in the guest).
+    current = base
+    for part in target.relative_to(base).parts[:-1]:
+        current = current / part
+        if current.is_symlink():
+            raise InvalidRequest(f"CopyFile path {path!r} goes through a symlink")
+    return target
+
+
+def _mkdirs(directory: Path, base: Path, mode: int, uid: int, gid: int) -> None:
+    missing = []
+    current = directory
+    while not current.exists() and current != base:
+        missing.append(current)
+        current = current.parent
+    base.mkdir(parents=True, exist_ok=True)
+    for folder in reversed(missing):
+        folder.mkdir(mode=mode & 0o7777 or 0o755)
+        os.chown(folder, uid, gid)
+
+
+def copy_file(request: agent_pb2.CopyFileRequest, base: Path = SHARED_DIR) -> None:
+    """Apply one CopyFile chunk. Raises InvalidRequest; OSError for write failures."""
+    target = _target(request.path, base)
+    if not 0 <= request.file_size <= MAX_FILE_SIZE:
+        raise InvalidRequest(f"CopyFile {request.path}: size {request.file_size} out of range")
+    kind = stat.S_IFMT(request.file_mode)
+    beyond = request.offset < 0 or request.offset + len(request.data) > request.file_size
+    if beyond and kind in (0, stat.S_IFREG):
+        raise InvalidRequest(f"CopyFile {request.path}: chunk beyond file_size")
+    uid, gid = request.uid, request.gid
+    _mkdirs(target.parent, base, request.dir_mode, uid, gid)
+    if kind == stat.S_IFDIR:
+        if not target.is_dir():
+            target.mkdir(mode=request.file_mode & 0o7777)
+        os.chown(target, uid, gid)
+        return
+    if kind == stat.S_IFLNK:
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        target.symlink_to(os.fsdecode(request.data))
+        os.chown(target, uid, gid, follow_symlinks=False)
+        return
+    if kind not in (0, stat.S_IFREG):
+        raise InvalidRequest(f"CopyFile {request.path}: unsupported file type {kind:#o}")
+    temp = target.with_name(target.name + ".tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    if request.offset == 0:
+        flags |= os.O_TRUNC
+    fd = os.open(temp, flags, 0o600)
+    try:
+        os.pwrite(fd, request.data, request.offset)
+        if os.fstat(fd).st_size != request.file_size:
+            return  # more chunks to come
+        os.fchmod(fd, request.file_mode & 0o7777)
+        os.fchown(fd, uid, gid)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    temp.rename(target)
