@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from api.kata import agent_pb2
 from guest.agent import spec as specs
+from guest.agent import volumes
 from guest.agent.containers import Container, Containers, Release
 from guest.agent.errors import FailedPrecondition, InvalidRequest, NotFound
 
@@ -82,7 +83,8 @@ def container_type(annotations: dict[str, str]) -> str:
 def image_reference(request: agent_pb2.CreateContainerRequest) -> str:
     """The image the guest must pull for this container. Raises InvalidRequest."""
     pulls = [s for s in request.storages if s.driver == GUEST_PULL_DRIVER]
-    others = sorted({s.driver for s in request.storages if s.driver != GUEST_PULL_DRIVER})
+    known = (GUEST_PULL_DRIVER, *volumes.DRIVERS)
+    others = sorted({s.driver for s in request.storages if s.driver not in known})
     if others:
         raise InvalidRequest(f"storage drivers {others} are not supported by this guest")
     if len(pulls) != 1:
@@ -115,6 +117,7 @@ class Sandbox:
         self.created = False
         self.pause_id = ""
         self.files = config.run_dir / "sandbox"
+        self.volumes = volumes.Volumes(containers.reaper)
         self.bundles = config.run_dir / "containers"
 
     def create(self, request: agent_pb2.CreateSandboxRequest) -> None:
@@ -167,6 +170,9 @@ class Sandbox:
         if is_pause and self.pause_id:
             raise FailedPrecondition(f"the sandbox container {self.pause_id} exists already")
         image = "" if is_pause else image_reference(request)
+        for storage in request.storages:
+            if storage.driver in volumes.DRIVERS:
+                await self.volumes.prepare(storage)
         bundle = self.bundles / cid
         bundle.mkdir(parents=True)
         release: Release | None = None
@@ -244,6 +250,7 @@ class Sandbox:
             await self.remove_container(cid, timeout=10.0)
         if self.pause_id:
             await self.remove_container(self.pause_id, timeout=10.0)
+        await self.volumes.cleanup()
         shutil.rmtree(self.files, ignore_errors=True)
         self.created = False
         log.info("sandbox %s destroyed", self.id)

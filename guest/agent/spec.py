@@ -36,7 +36,12 @@ SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
 SHM_SIZE = 64 * 1024 * 1024
 # Bind mount sources the guest accepts: what CopyFile wrote (Kata's layout). Anything
 # else of the guest (its root, /run/measured-cfg) is never mounted into a container.
-SHARED_PREFIXES = ("/run/kata-containers/shared/containers/",)
+SHARED_PREFIXES = (
+    "/run/kata-containers/shared/containers/",
+    # emptyDir volumes the guest made itself (guest.agent.volumes).
+    "/run/kata-containers/sandbox/local/",
+    "/run/kata-containers/sandbox/ephemeral/",
+)
 
 
 @dataclass(frozen=True)

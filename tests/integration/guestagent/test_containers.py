@@ -237,3 +237,42 @@ async def test_copied_file_is_mounted(agent: Agent, pushed: Pushed) -> None:
         await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
     finally:
         shutil.rmtree(token_dir, ignore_errors=True)
+
+
+def with_volume(
+    request: agent_pb2.CreateContainerRequest, driver: str, point: str
+) -> agent_pb2.CreateContainerRequest:
+    request.storages.add(driver=driver, source=driver, fstype="tmpfs", mount_point=point,
+                         options=["mode=0777"] if driver == "local" else ["size=1m"])  # fmt: skip
+    request.OCI.Mounts.add(destination="/cache", type="bind", source=point,
+                           options=["rbind", "rw"])  # fmt: skip
+    return request
+
+
+@pytest.mark.parametrize("driver", ["ephemeral", "local"])
+async def test_empty_dir_volume_shared_and_removed(
+    agent: Agent, pushed: Pushed, driver: str
+) -> None:
+    stub, _ = agent
+    point = f"/run/kata-containers/sandbox/{driver}/cache"
+    await sandbox(stub)
+    writer = rq.create_container("w", ["sh", "-c", "echo shared > /cache/f"], pushed.reference)
+    await stub.CreateContainer(with_volume(writer, driver, point))
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="w"))
+    assert await wait(stub, "w") == 0
+    reader = rq.create_container("r", ["sh", "-c", "cat /cache/f; df /cache"], pushed.reference)
+    await stub.CreateContainer(with_volume(reader, driver, point))
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="r"))
+    out = await read_all(stub, "r")
+    assert out.startswith(b"shared\n")
+    assert (b"tmpfs" in out) == (driver == "ephemeral")
+    assert await wait(stub, "r") == 0
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+    assert not Path(point).exists()
+    assert point not in Path("/proc/self/mountinfo").read_text()
+
+    bad = with_volume(rq.create_container("b", ["true"], pushed.reference), driver, "/etc/x")
+    await sandbox(stub)
+    with pytest.raises(ttrpc.InvalidArgument, match="is not under"):
+        await stub.CreateContainer(bad)
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
