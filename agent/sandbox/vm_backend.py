@@ -10,6 +10,7 @@ stops the VM again: a failed sandbox leaves no QEMU behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -29,6 +30,7 @@ from agent.transport.errors import AgentTransportError
 from agent.vm.config import Disk, Platform, VirtioSerialTransport, VMConfig, VsockTransport
 from agent.vm.errors import VMError
 from agent.vm.manager import VM
+from ttrpc import TtrpcError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class PodVmBackend:
 
     def __init__(self) -> None:
         self._vms: dict[int, VM] = {}
+        # Reattached VMs (no VM object: QEMU is another daemon's child): stop timeouts.
+        self._stop_seconds: dict[int, float] = {}
 
     def _vm_config(self, spec: SandboxSpec, launch: initdata.InitdataLaunch | None) -> VMConfig:
         config = spec.config
@@ -127,10 +131,33 @@ class PodVmBackend:
         return sandbox
 
     async def reattach(self, record: SandboxRecord, config: RuntimeConfig) -> PodSandbox:
-        raise NotImplementedError(
-            f"sandbox {record.id}: reattaching to a running pod-VM (pid "
-            f"{record.vm.pid if record.vm else '?'}) needs a VM.attach() in agent.vm"
-        )
+        """Find the pod-VM of an earlier daemon: its QEMU must still run (pid and command
+        line), and its guest agent must answer on a new connection (the guest reopens
+        its end of the port when the host side goes away). Raises BackendError."""
+        vm = record.vm
+        if vm is None or vm.backend != NAME:
+            raise BackendError(f"sandbox {record.id} was not created by the {NAME} backend")
+        if not runs_our_qemu(vm):
+            raise BackendError(f"sandbox {record.id}: its QEMU (pid {vm.pid}) is gone")
+        if "agent_socket" in vm.details:
+            transport: VirtioSerialTransport | VsockTransport = VirtioSerialTransport(
+                socket=Path(vm.details["agent_socket"])
+            )
+        elif vm.details.get("guest_cid", "").isdigit():
+            transport = VsockTransport(guest_cid=int(vm.details["guest_cid"]))
+        else:
+            raise BackendError(f"sandbox {record.id}: its state records no agent transport")
+        try:
+            client = await connect(transport)
+            agent = AgentClient(client)
+            if not await agent.check(timeout=config.timeouts.agent_call_seconds):
+                raise BackendError(f"sandbox {record.id}: the guest agent is not serving")
+        except (AgentTransportError, TtrpcError, TimeoutError) as err:
+            raise BackendError(f"sandbox {record.id}: guest agent unreachable: {err}") from err
+        log.info("sandbox %s/%s: reattached to pod-VM pid %d", record.namespace, record.id, vm.pid)
+        sandbox = GuestSandbox(agent, vm, config.timeouts.agent_call_seconds)
+        self._stop_seconds[vm.pid] = config.timeouts.stop_seconds
+        return sandbox
 
     async def destroy(self, sandbox: PodSandbox) -> None:
         assert isinstance(sandbox, GuestSandbox)
@@ -142,6 +169,9 @@ class PodVmBackend:
         finally:
             if vm is not None:
                 await vm.stop()
+            else:  # reattached: not our child, stop it by pid
+                timeout = self._stop_seconds.pop(sandbox.record.pid, 20.0)
+                await stop_by_pid(sandbox.record, timeout)
 
     async def cleanup(self, record: SandboxRecord) -> None:
         """Kill the VM of a sandbox whose daemon is gone, if it still runs."""
@@ -158,25 +188,76 @@ def _transport_details(config: VMConfig) -> dict[str, str]:
     return {"guest_cid": str(transport.guest_cid)}
 
 
-def kill_orphan(vm: VmRecord) -> bool:
-    """SIGKILL the QEMU of ``vm`` if its pid still runs QEMU with our console log.
-
-    The command line check keeps a recycled pid of some other process alive. Returns
-    whether a process was killed; removes the VM's sockets either way.
-    """
-    # QEMU gets its sockets as fds; the console log path is on its command line.
+def runs_our_qemu(vm: VmRecord) -> bool:
+    """Whether ``vm.pid`` is still the QEMU we started: its command line names our
+    console log (QEMU gets its sockets as fds), so a recycled pid is never mistaken."""
     marker = vm.details.get("console_log", "")
-    killed = False
     try:
         argv = Path(f"/proc/{vm.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        argv = []
-    if marker and any(marker.encode() in arg for arg in argv):
+        return False
+    return bool(marker) and any(marker.encode() in arg for arg in argv)
+
+
+def _remove_sockets(vm: VmRecord) -> None:
+    for key in ("qmp_socket", "agent_socket"):
+        if vm.details.get(key):
+            Path(vm.details[key]).unlink(missing_ok=True)
+
+
+async def _exited(pidfd: int, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await asyncio.wait_for(done, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
+    return True
+
+
+async def stop_by_pid(vm: VmRecord, timeout: float) -> None:
+    """Stop a reattached QEMU: SIGTERM (QEMU shuts down cleanly), SIGKILL after
+    ``timeout`` seconds; remove its sockets. Raises BackendError when it survives."""
+    if not runs_our_qemu(vm):
+        _remove_sockets(vm)
+        return
+    try:
+        pidfd = os.pidfd_open(vm.pid)
+    except ProcessLookupError:
+        _remove_sockets(vm)
+        return
+    try:
+        for signum, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signum)
+            if await _exited(pidfd, wait):
+                log.info("pod-VM pid %d stopped (%s)", vm.pid, signal.Signals(signum).name)
+                break
+        else:
+            raise BackendError(f"pod-VM pid {vm.pid} survived SIGKILL")
+    finally:
+        os.close(pidfd)
+        _remove_sockets(vm)
+
+
+def kill_orphan(vm: VmRecord) -> bool:
+    """SIGKILL the QEMU of ``vm`` if it still runs (see :func:`runs_our_qemu`).
+
+    Returns whether a process was killed; removes the VM's sockets either way.
+    """
+    killed = False
+    if runs_our_qemu(vm):
         with contextlib.suppress(ProcessLookupError):
             os.kill(vm.pid, signal.SIGKILL)
             killed = True
             log.info("killed orphaned pod-VM pid %d", vm.pid)
-    for key in ("qmp_socket", "agent_socket"):
-        if vm.details.get(key):
-            Path(vm.details[key]).unlink(missing_ok=True)
+    _remove_sockets(vm)
     return killed

@@ -154,3 +154,35 @@ async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, socke
         ]  # fmt: skip
         assert qemus_under(sockets) == []
     assert daemon.store.load_all() == ([], [])
+
+
+async def test_restarted_daemon_reattaches_to_a_running_pod_vm(
+    guest_image: GuestImage, sockets: Path
+) -> None:
+    """The daemon goes away while the pod runs (its state is on disk after every change,
+    as after a SIGKILL); the next daemon finds the VM, and the pod is stopped and
+    removed normally through it."""
+    doc = document.create({document.POLICY_NAME: ALLOW_ALL}, "sha384")
+    bundle = pause_bundle(sockets, {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)})
+    async with running(sockets, PodVmBackend()) as first:
+        write_config(guest_image, first.config_path)
+        await first.register("pod1")
+        request = shim_pb2.CreateTaskRequest(id="pod1", bundle=str(bundle), options=first.options())
+        created = await first.task.Create(request)
+        await first.task.Start(shim_pb2.StartRequest(id="pod1"))
+    assert qemus_under(sockets)  # the first daemon is gone, its pod-VM is not
+
+    async with running(sockets, PodVmBackend()) as second:
+        write_config(guest_image, second.config_path)
+        state = await second.task.State(shim_pb2.StateRequest(id="pod1"))
+        assert (state.status, state.pid) == (types.RUNNING, created.pid)
+        connect = await second.task.Connect(shim_pb2.ConnectRequest(id="pod1"))
+        assert connect.task_pid == created.pid
+        await second.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
+        waited = await second.task.Wait(shim_pb2.WaitRequest(id="pod1"))
+        assert waited.exit_status == 128 + signal.SIGKILL
+        await second.task.Delete(shim_pb2.DeleteRequest(id="pod1"))
+        envelopes = await second.sink.wait_for(2)
+        assert [e.topic for e in envelopes] == ["/tasks/exit", "/tasks/delete"]
+        assert qemus_under(sockets) == []
+    assert second.store.load_all() == ([], [])

@@ -178,8 +178,9 @@ def running_process(marker: Path) -> subprocess.Popen[bytes]:
 async def test_restart_with_an_unreattachable_vm_kills_it_and_reports_the_exit(
     sockets: Path,
 ) -> None:
-    """The pod-VM backend cannot reattach yet: the VM is killed, never leaked, and
-    containerd hears that the tasks exited (255), so CRI can clean them up."""
+    """A VM whose guest agent does not answer after a restart cannot be reattached: it
+    is killed, never leaked, and containerd hears that its tasks exited (255), so CRI
+    can clean them up."""
     console = sockets / "run" / "console.log"
     vm = running_process(console)
     try:
@@ -189,7 +190,11 @@ async def test_restart_with_an_unreattachable_vm_kills_it_and_reports_the_exit(
             id="pod1",
             ttrpc_address=str(sockets / "containerd.sock.ttrpc"),
             config_path=str(sockets / "runtime.toml"),
-            vm=VmRecord("pod-vm", vm.pid, {"console_log": str(console)}),
+            vm=VmRecord(
+                "pod-vm",
+                vm.pid,
+                {"console_log": str(console), "agent_socket": str(sockets / "nobody.sock")},
+            ),
             containers=(
                 ContainerRecord("pod1", str(sockets / "b1"), init, is_sandbox=True),
                 ContainerRecord("app", str(sockets / "b2"), init, is_sandbox=False),
