@@ -58,17 +58,18 @@ async def pod_vm(
 ) -> AsyncIterator[tuple[VM, VMConfig, pod.PodNetwork]]:
     """A VM on the pod network with initdata ``data`` (default: POLICY); on exit the VM
     is stopped, the network torn down and checked for leftovers."""
+    own = directory / "network-initdata"  # not the pod-VM tests' own initdata.img
+    own.mkdir()
     initdata = launch.prepare(
-        from_toml(document.create(data or {"policy.rego": POLICY}).raw),
-        Platform.INSECURE, directory,
-    )  # fmt: skip
+        from_toml(document.create(data or {"policy.rego": POLICY}).raw), Platform.INSECURE, own
+    )
     result = await pod.setup(topo.path(topo.pod), name)
     assert result is not None
     network, tap_fd = result
-    base = vm_config(image, directory, name)
+    # The pod-VM tests' config with our initdata instead of theirs (disk and cmdline).
     config = dataclasses.replace(
-        base, net=network.nic(), disks=(initdata.disk(),),
-        cmdline=base.cmdline + initdata.kernel_cmdline(), memory_mib=1024,
+        vm_config(image, directory, name), net=network.nic(), disks=(initdata.disk(),),
+        cmdline=image.manifest.cmdline + initdata.kernel_cmdline(), memory_mib=1024,
     )  # fmt: skip
     try:
         vm = await VM.launch(config, tap_fd=tap_fd)
