@@ -4,11 +4,13 @@ its initdata bound, the guest agent answers, and nothing outlives the sandbox.""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
+from google.protobuf import any_pb2
 
 from agent.sandbox import config as runtime_config
 from agent.sandbox.allowlist import vm_settings
@@ -22,7 +24,7 @@ from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from tests.integration.guestagent.requests import ALLOW_ALL
 from tests.integration.vm.conftest import guest_image
-from tests.unit.shim.harness import running
+from tests.unit.shim.harness import Harness, running
 from ttrpc import PermissionDenied
 
 pytestmark = pytest.mark.vm
@@ -110,6 +112,26 @@ def pause_bundle(folder: Path, annotations: dict[str, str]) -> Path:
         },
         "root": {"path": "rootfs", "readonly": True},
         "hostname": "pod1",
+        "mounts": [
+            {
+                "destination": "/proc",
+                "type": "proc",
+                "source": "proc",
+                "options": ["nosuid", "noexec", "nodev"],
+            },
+            {
+                "destination": "/dev",
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+            },
+            {
+                "destination": "/sys",
+                "type": "sysfs",
+                "source": "sysfs",
+                "options": ["nosuid", "noexec", "nodev", "ro"],
+            },
+        ],
         "annotations": {
             "io.kubernetes.cri.container-type": "sandbox",
             "io.kubernetes.cri.sandbox-id": "pod1",
@@ -122,6 +144,37 @@ def pause_bundle(folder: Path, annotations: dict[str, str]) -> Path:
     }
     (bundle / "config.json").write_text(json.dumps(spec))
     return bundle
+
+
+async def exec_in(daemon: Harness, folder: Path) -> bytes:
+    """Exec ``echo`` in the pause container with stdout on a FIFO, as containerd does;
+    what the FIFO received."""
+    fifo = folder / "e1-stdout"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # containerd opens its end first
+    process = {
+        "args": ["/busybox", "echo", "hello from the pod-VM"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "user": {"uid": 0, "gid": 0},
+    }
+    spec = any_pb2.Any(
+        type_url="types.containerd.io/opencontainers/runtime-spec/1/Process",
+        value=json.dumps(process).encode(),
+    )
+    await daemon.task.Exec(
+        shim_pb2.ExecProcessRequest(id="pod1", exec_id="e1", stdout=str(fifo), spec=spec)
+    )
+    await daemon.task.Start(shim_pb2.StartRequest(id="pod1", exec_id="e1"))
+    waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1", exec_id="e1"))
+    assert waited.exit_status == 0
+    state = await daemon.task.State(shim_pb2.StateRequest(id="pod1", exec_id="e1"))
+    assert state.status == types.STOPPED
+    await daemon.task.Delete(shim_pb2.DeleteRequest(id="pod1", exec_id="e1"))
+    try:
+        return os.read(reader, 4096)
+    finally:
+        os.close(reader)
 
 
 async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, sockets: Path) -> None:
@@ -143,14 +196,18 @@ async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, socke
         state = await daemon.task.State(shim_pb2.StateRequest(id="pod1"))
         assert state.status == types.RUNNING
         assert daemon.store.load("k8s.io", "pod1") is not None  # persisted while it runs
+        output = await exec_in(daemon, sockets)
+        assert output == b"hello from the pod-VM\n"
         await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
         waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
         assert waited.exit_status == 128 + signal.SIGKILL
         deleted = await daemon.task.Delete(shim_pb2.DeleteRequest(id="pod1"))
         assert deleted.exit_status == 128 + signal.SIGKILL
-        envelopes = await daemon.sink.wait_for(4)
+        envelopes = await daemon.sink.wait_for(7)
         assert [e.topic for e in envelopes] == [
-            "/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete",
+            "/tasks/create", "/tasks/start",
+            "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit",  # the exec
+            "/tasks/exit", "/tasks/delete",
         ]  # fmt: skip
         assert qemus_under(sockets) == []
     assert daemon.store.load_all() == ([], [])
