@@ -58,12 +58,14 @@ import socket, sys, time
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
 print("listening", flush=True)
-c, _ = s.accept(); total = 0; start = None
+s.settimeout(600)
+c, _ = s.accept(); c.settimeout(600); total = 0; start = None
 while data := c.recv(1 << 16):
     start = start or time.monotonic(); total += len(data)
 print(total, time.monotonic() - start, flush=True)
 """
 SINK_PORT = 5201
+CALL = 180.0  # seconds per agent call (an image pull under TCG is the slowest)
 
 
 def pipeline(mib: int, busybox: str = "") -> str:
@@ -86,7 +88,10 @@ class Sink:
 
     def result(self, expected_mib: int) -> float:
         assert self._proc.stdout is not None
-        total, seconds = self._proc.stdout.readline().split()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the sink saw no complete transfer (sender failed or timed out)")
+        total, seconds = line.split()
         self._proc.wait(30)
         if int(total) != expected_mib << 20:
             raise RuntimeError(f"sink got {total} bytes, expected {expected_mib} MiB")
@@ -148,14 +153,15 @@ async def relay_path(topo: Topology, mib: int) -> float:
 
 async def container_transfer(stub: Any, reference: str, topo: Topology, mib: int) -> float:
     """Run the sender in a container in the VM; the sink's MiB/s."""
-    await stub.CreateSandbox(agent_pb2.CreateSandboxRequest(sandbox_id="bench"))
-    await stub.CreateContainer(rq.create_pause("pause"))
-    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="pause"))
+    await stub.CreateSandbox(agent_pb2.CreateSandboxRequest(sandbox_id="bench"), timeout=CALL)
+    await stub.CreateContainer(rq.create_pause("pause"), timeout=CALL)
+    start = agent_pb2.StartContainerRequest
+    await stub.StartContainer(start(container_id="pause"), timeout=CALL)
     sink = Sink(topo.peer)
     try:
         request = rq.create_container("send", ["sh", "-c", pipeline(mib)], reference)
-        await stub.CreateContainer(request)
-        await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="send"))
+        await stub.CreateContainer(request, timeout=CALL)
+        await stub.StartContainer(start(container_id="send"), timeout=CALL)
         return await asyncio.to_thread(sink.result, mib)
     finally:
         sink.close()
@@ -183,7 +189,9 @@ async def vm_path(topo: Topology, mib: int, pings: int) -> tuple[float, float]:
                     reference = f"{host}/bench/busybox@{digest}"
                     tcp = await container_transfer(agent.agent, reference, topo, mib)
                     echo = echo_mib_s(topo.peer, POD_IP, pings)
-                    await agent.agent.DestroySandbox(agent_pb2.DestroySandboxRequest())
+                    await agent.agent.DestroySandbox(
+                        agent_pb2.DestroySandboxRequest(), timeout=CALL
+                    )
                 finally:
                     await agent.close()
     return tcp, echo

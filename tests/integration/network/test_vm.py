@@ -104,8 +104,9 @@ async def test_guest_answers_at_the_pod_address(
         await vm.wait_ready(BOOT_TIMEOUT)
         agent = AgentClient(await connect(config.transport))
         try:
-            await configure_guest(agent.agent, network, "netvm2")
-            listed = await agent.agent.ListInterfaces(agent_pb2.ListInterfacesRequest())
+            await configure_guest(agent.agent, network, "netvm2", timeout=120)
+            request = agent_pb2.ListInterfacesRequest()
+            listed = await agent.agent.ListInterfaces(request, timeout=120)
             assert isinstance(listed, agent_pb2.Interfaces)
             (eth0,) = [i for i in listed.Interfaces if i.hwAddr == POD_MAC]
             assert (eth0.name, eth0.mtu) == ("eth0", MTU)

@@ -55,16 +55,20 @@ def registry() -> Iterator[tuple[Registry, str]]:
         yield reg, digest
 
 
+CALL = 180.0  # seconds per agent call; an image pull under TCG is the slowest
+
+
 async def read_all(stub: Any, cid: str) -> bytes:
     data = b""
     while True:
-        reply = await stub.ReadStdout(agent_pb2.ReadStreamRequest(container_id=cid, len=4096))
+        request = agent_pb2.ReadStreamRequest(container_id=cid, len=4096)
+        reply = await stub.ReadStdout(request, timeout=CALL)
         if not reply.data:
             return data
         data += reply.data
 
 
-def fetch_retrying(ns: str, url: str, attempts: int = 60) -> subprocess.CompletedProcess[str]:
+def fetch_retrying(ns: str, url: str, attempts: int = 30) -> subprocess.CompletedProcess[str]:
     for _ in range(attempts):
         result = subprocess.run(in_ns(ns, fetch_argv(url)), capture_output=True, text=True,
                                 timeout=60, check=False, stdin=subprocess.DEVNULL)  # fmt: skip
@@ -100,27 +104,31 @@ async def test_container_in_vm_talks_http_with_peer(
         peer_server.wait()
 
 
+async def call(method: Any, request: Any) -> Any:
+    return await method(request, timeout=CALL)
+
+
 async def run_workloads(stub: Any, network: pod.PodNetwork, reference: str, topo: Topology) -> None:
-    await configure_guest(stub, network, "sb-work")
-    await stub.CreateSandbox(agent_pb2.CreateSandboxRequest(
+    await configure_guest(stub, network, "sb-work", timeout=CALL)
+    await call(stub.CreateSandbox, agent_pb2.CreateSandboxRequest(
         hostname="pod-host", dns=["nameserver 10.213.47.1"], sandbox_id="sandbox1"))  # fmt: skip
-    await stub.CreateContainer(rq.create_pause("pause"))
-    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="pause"))
+    await call(stub.CreateContainer, rq.create_pause("pause"))
+    await call(stub.StartContainer, agent_pb2.StartContainerRequest(container_id="pause"))
 
     # Container -> peer: the server answers with the source address it saw.
-    await stub.CreateContainer(rq.create_container(
+    await call(stub.CreateContainer, rq.create_container(
         "fetch", ["wget", "-q", "-O", "-", f"http://{PEER_IP}:8080/"], reference))  # fmt: skip
-    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="fetch"))
+    await call(stub.StartContainer, agent_pb2.StartContainerRequest(container_id="fetch"))
     assert await read_all(stub, "fetch") == f"peer {POD_IP}".encode()
 
     # Peer -> container: a one-shot listener in the container answers the peer.
-    await stub.CreateContainer(rq.create_container(
+    await call(stub.CreateContainer, rq.create_container(
         "serve", ["sh", "-c", f"printf '{REPLY}' | nc -l -p 8081"], reference))  # fmt: skip
-    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="serve"))
+    await call(stub.StartContainer, agent_pb2.StartContainerRequest(container_id="serve"))
     fetched = await asyncio.to_thread(fetch_retrying, topo.peer, f"http://{POD_IP}:8081/")
     assert fetched.stdout.strip() == "from the guest", fetched.stderr
 
     for cid in ("fetch", "serve"):
-        await stub.WaitProcess(agent_pb2.WaitProcessRequest(container_id=cid))
-        await stub.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id=cid))
-    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+        await call(stub.WaitProcess, agent_pb2.WaitProcessRequest(container_id=cid))
+        await call(stub.RemoveContainer, agent_pb2.RemoveContainerRequest(container_id=cid))
+    await call(stub.DestroySandbox, agent_pb2.DestroySandboxRequest())
