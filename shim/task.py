@@ -697,3 +697,4 @@ class TaskService:
             close = getattr(pod.sandbox, "close", None)
             if close is not None:
                 await close()
+        await self.backend.close()

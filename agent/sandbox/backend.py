@@ -120,3 +120,8 @@ class SandboxBackend(Protocol):
     async def cleanup(self, record: SandboxRecord) -> None:
         """Release what a sandbox of a dead daemon left behind (kill its VM)."""
         ...
+
+    async def close(self) -> None:
+        """Let go of every sandbox without stopping it (daemon shutdown: the next
+        daemon reattaches)."""
+        ...

@@ -65,3 +65,6 @@ class LocalAgentBackend:
 
     async def cleanup(self, record: SandboxRecord) -> None:
         """Nothing to release: no VM was started for this backend."""
+
+    async def close(self) -> None:
+        """Nothing held beyond the sandboxes' own connections."""

@@ -173,6 +173,12 @@ class PodVmBackend:
                 timeout = self._stop_seconds.pop(sandbox.record.pid, 20.0)
                 await stop_by_pid(sandbox.record, timeout)
 
+    async def close(self) -> None:
+        """Drop our QMP connections; the VMs keep running for the next daemon."""
+        vms, self._vms = list(self._vms.values()), {}
+        for vm in vms:
+            await vm.monitor.close()
+
     async def cleanup(self, record: SandboxRecord) -> None:
         """Kill the VM of a sandbox whose daemon is gone, if it still runs."""
         if record.vm is None or record.vm.backend != NAME:
