@@ -97,9 +97,9 @@ async def test_task_create_without_initdata_is_denied_by_the_guest(
     assert daemon.store.load_all() == ([], [])
 
 
-def pause_bundle(folder: Path, annotations: dict[str, str]) -> Path:
+def pause_bundle(folder: Path, annotations: dict[str, str], pod_id: str = "pod1") -> Path:
     """The sandbox container's bundle as containerd's CRI writes it (trimmed)."""
-    bundle = folder / "bundles" / "pod1"
+    bundle = folder / "bundles" / pod_id
     bundle.mkdir(parents=True)
     spec = {
         "ociVersion": "1.0.2-dev",
@@ -111,7 +111,7 @@ def pause_bundle(folder: Path, annotations: dict[str, str]) -> Path:
             "noNewPrivileges": True,
         },
         "root": {"path": "rootfs", "readonly": True},
-        "hostname": "pod1",
+        "hostname": pod_id,
         "mounts": [
             {
                 "destination": "/proc",
@@ -134,7 +134,7 @@ def pause_bundle(folder: Path, annotations: dict[str, str]) -> Path:
         ],
         "annotations": {
             "io.kubernetes.cri.container-type": "sandbox",
-            "io.kubernetes.cri.sandbox-id": "pod1",
+            "io.kubernetes.cri.sandbox-id": pod_id,
             **annotations,
         },
         "linux": {
