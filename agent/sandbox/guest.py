@@ -139,9 +139,10 @@ class GuestSandbox:
         await self._call("RemoveContainer", request)
 
     async def update(self, container_id: str, resources: dict[str, Any]) -> None:
-        raise NotImplementedError(
-            "Update: converting OCI LinuxResources to the agent's UpdateContainer is not done yet"
+        request = agent_pb2.UpdateContainerRequest(
+            container_id=container_id, resources=oci.resources(resources)
         )
+        await self._call("UpdateContainer", request)
 
     async def pids(self, container_id: str) -> list[int]:
         raise NotImplementedError(

@@ -17,7 +17,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from agent.sandbox.errors import BackendError
-from api.kata import oci_pb2, oci_process_pb2
+from api.kata import oci_linux_pb2, oci_pb2, oci_process_pb2
 
 log = logging.getLogger(__name__)
 
@@ -115,4 +115,14 @@ def process(data: dict[str, Any]) -> oci_process_pb2.Process:
         log.warning(
             "OCI process keys the guest agent protocol cannot carry: %s", ", ".join(dropped)
         )
+    return message
+
+
+def resources(data: dict[str, Any]) -> oci_linux_pb2.LinuxResources:
+    """The agent's LinuxResources for an OCI ``linux.resources`` object (Update)."""
+    message = oci_linux_pb2.LinuxResources()
+    dropped: list[str] = []
+    fill(message, data, "linux.resources", dropped)
+    if dropped:
+        log.warning("OCI resources the guest agent protocol cannot carry: %s", ", ".join(dropped))
     return message

@@ -198,6 +198,11 @@ async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, socke
         assert daemon.store.load("k8s.io", "pod1") is not None  # persisted while it runs
         output = await exec_in(daemon, sockets)
         assert output == b"hello from the pod-VM\n"
+        resources = any_pb2.Any(
+            type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+            value=json.dumps({"cpu": {"shares": 512}}).encode(),
+        )
+        await daemon.task.Update(shim_pb2.UpdateTaskRequest(id="pod1", resources=resources))
         await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
         waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
         assert waited.exit_status == 128 + signal.SIGKILL

@@ -81,3 +81,8 @@ def test_wrong_types_name_their_path(data: dict[str, object], where: str) -> Non
 def test_exec_process() -> None:
     process = oci.process({"args": ["ls"], "cwd": "/tmp", "terminal": True})
     assert (list(process.Args), process.Cwd, process.Terminal) == (["ls"], "/tmp", True)
+
+
+def test_update_resources() -> None:
+    res = oci.resources({"cpu": {"shares": 512, "quota": 50000}, "memory": {"limit": 1 << 30}})
+    assert (res.CPU.Shares, res.CPU.Quota, res.Memory.Limit) == (512, 50000, 1 << 30)
