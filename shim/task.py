@@ -354,19 +354,28 @@ class TaskService:
             netns=_netns(oci),
             hostname=str(oci.get("hostname", "")),
         )
-        sandbox = await self.backend.create(spec)
+        # Recorded before the VM starts: a daemon dying during the launch leaves a record
+        # from which the next one finds and stops the VM.
         record = SandboxRecord(
             namespace=namespace,
             id=sandbox_id,
             ttrpc_address=ttrpc_address,
             config_path=str(config.path),
-            vm=sandbox.record,
+            vm=self.backend.planned(spec),
         )
-        pod = Pod(record=record, config=config, sandbox=sandbox)
+        pod = Pod(record=record, config=config, sandbox=None)
+        await self.pods.add(pod)
         try:
-            await self.pods.add(pod)
+            pod.sandbox = await self.backend.create(spec)
+        except BaseException:
+            await self.pods.remove(pod)
+            raise
+        try:
+            await self.pods.update(
+                pod, lambda r: replace(r, vm=pod.sandbox.record if pod.sandbox else r.vm)
+            )
         except SandboxError:
-            await self.backend.destroy(sandbox)
+            await self._destroy(pod)
             raise
         return pod
 

@@ -105,6 +105,11 @@ class SandboxBackend(Protocol):
 
     name: str
 
+    def planned(self, spec: SandboxSpec) -> VmRecord:
+        """What to persist *before* :meth:`create`: enough for :meth:`cleanup` to find
+        and stop a VM whose daemon died while creating it (pid still 0)."""
+        ...
+
     async def create(self, spec: SandboxSpec) -> PodSandbox:
         """Start the sandbox (VM, transport, guest CreateSandbox); raises SandboxError."""
         ...

@@ -41,6 +41,9 @@ class LocalAgentBackend:
         record = VmRecord(backend=NAME, pid=0, details={"socket": str(self.socket)})
         return GuestSandbox(AgentClient(client), record, self.call_timeout)
 
+    def planned(self, spec: SandboxSpec) -> VmRecord:
+        return VmRecord(backend=NAME, pid=0, details={"socket": str(self.socket)})
+
     async def create(self, spec: SandboxSpec) -> PodSandbox:
         sandbox = await self._connect()
         try:

@@ -76,6 +76,11 @@ class PodVmBackend:
             disks=disks,
         )
 
+    def planned(self, spec: SandboxSpec) -> VmRecord:
+        return VmRecord(
+            backend=NAME, pid=0, details={"console_log": str(spec.run_dir / "console.log")}
+        )
+
     async def create(self, spec: SandboxSpec) -> PodSandbox:
         if spec.netns is not None:
             # agent.network (pod networking issue) provides setup()/teardown() and the
@@ -254,16 +259,31 @@ async def stop_by_pid(vm: VmRecord, timeout: float) -> None:
         _remove_sockets(vm)
 
 
+def _pids_with(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (a VM's console log path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and runs_our_qemu(
+            VmRecord(NAME, int(entry.name), {"console_log": marker})
+        ):
+            found.append(int(entry.name))
+    return found
+
+
 def kill_orphan(vm: VmRecord) -> bool:
-    """SIGKILL the QEMU of ``vm`` if it still runs (see :func:`runs_our_qemu`).
+    """SIGKILL the QEMU of ``vm`` if it still runs (see :func:`runs_our_qemu`); for a
+    VM recorded before its launch finished (pid 0), the QEMU naming its console log.
 
     Returns whether a process was killed; removes the VM's sockets either way.
     """
+    pids = [vm.pid] if vm.pid > 0 and runs_our_qemu(vm) else []
+    if vm.pid == 0 and vm.details.get("console_log"):
+        pids = _pids_with(vm.details["console_log"])
     killed = False
-    if runs_our_qemu(vm):
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(vm.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
             killed = True
-            log.info("killed orphaned pod-VM pid %d", vm.pid)
+            log.info("killed orphaned pod-VM pid %d", pid)
     _remove_sockets(vm)
     return killed

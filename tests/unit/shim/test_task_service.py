@@ -229,3 +229,42 @@ async def test_cleanup_of_an_unknown_task(sockets: Path) -> None:
         assert isinstance(reply, shim_pb2.DeleteResponse)
         assert reply.exit_status == 128 + signal.SIGKILL
         assert reply.exited_at.seconds > 0
+
+
+@pytest.mark.allow_programs("python", "python3")
+async def test_vm_of_a_sandbox_recorded_before_its_launch_finished_is_found(sockets: Path) -> None:
+    """The daemon died while launching: the record has no pid yet, only the planned
+    console log; the next daemon finds the QEMU by it and stops it."""
+    console = sockets / "run" / "sandboxes" / "k8s.io" / "pod1" / "console.log"
+    vm = running_process(console)
+    try:
+        backend = PodVmBackend()
+        (sockets / "runtime.toml").write_text("")
+        StateStore(sockets / "state").save(
+            SandboxRecord(
+                namespace="k8s.io",
+                id="pod1",
+                ttrpc_address=str(sockets / "containerd.sock.ttrpc"),
+                config_path=str(sockets / "runtime.toml"),
+                vm=VmRecord("pod-vm", 0, {"console_log": str(console)}),
+            )
+        )
+        async with running(sockets, backend):
+            assert await asyncio.to_thread(vm.wait, 10) == -signal.SIGKILL
+    finally:
+        vm.kill()
+        vm.wait()
+
+
+async def test_failed_sandbox_creation_leaves_no_record(sockets: Path) -> None:
+    async with running(sockets, unreachable_agent(sockets)) as daemon:
+        await daemon.register("pod1")
+        bundle = daemon.bundle("pod1")
+        request = shim_pb2.CreateTaskRequest(
+            id="pod1", bundle=str(bundle), options=daemon.options()
+        )
+        with pytest.raises(Internal):
+            await daemon.task.Create(request)
+        with pytest.raises(NotFound):
+            await daemon.task.State(shim_pb2.StateRequest(id="pod1"))
+    assert daemon.store.load_all() == ([], [])
