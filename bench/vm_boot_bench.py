@@ -72,7 +72,8 @@ def config(image: GuestImage, directory: Path, name: str) -> VMConfig:
     )
 
 
-async def boot_to_agent(cfg: VMConfig) -> float:
+async def boot_to_agent(cfg: VMConfig) -> tuple[float, float]:
+    """Seconds to Health/Check SERVING, and to the first policy-checked reply."""
     started = time.monotonic()
     vm = await VM.launch(cfg)
     agent = AgentClient(await connect(cfg.transport))
@@ -80,7 +81,11 @@ async def boot_to_agent(cfg: VMConfig) -> float:
         await vm.wait_ready(300)
         if not await agent.check():
             raise SystemExit("agent answered Health/Check with NOT_SERVING")
-        return time.monotonic() - started
+        ready = time.monotonic() - started
+        # The agent answers Health before its policy is loaded; AgentService requests
+        # wait for the policy. GetGuestDetails shows when the first one is served.
+        await agent.guest_details(timeout=120)
+        return ready, time.monotonic() - started
     finally:
         await agent.close()
         await vm.stop()
@@ -100,6 +105,7 @@ async def boot_floor(cfg: VMConfig) -> float:
 async def main(runs: int) -> None:
     image = ensure_image()
     ours: list[float] = []
+    first: list[float] = []
     floor: list[float] = []
     with tempfile.TemporaryDirectory(prefix="vmbench") as tmp:
         directory = Path(tmp)
@@ -109,7 +115,9 @@ async def main(runs: int) -> None:
         floor_initrd(floor_cfg.initrd)
         for _ in range(runs):  # interleaved, so load on the machine hits both alike
             floor.append(await boot_floor(floor_cfg))
-            ours.append(await boot_to_agent(config(image, directory, "pod")))
+            ready, served = await boot_to_agent(config(image, directory, "pod"))
+            ours.append(ready)
+            first.append(served)
     sizes = image.manifest.sizes
     mib = 2**20
     f, o = statistics.median(floor), statistics.median(ours)
@@ -117,6 +125,9 @@ async def main(runs: int) -> None:
     print(f"floor (same kernel+flags, initramfs that powers off): median {f:.2f} s  {floor}")
     print(f"ours  (launch -> agent Health/Check SERVING):          median {o:.2f} s  {ours}")
     print(f"ratio: {o / f:.2f}x the floor (target <= 2x)")
+    s = statistics.median(first)
+    print(f"first AgentService reply (GetGuestDetails, policy-checked): median {s:.2f} s  {first}")
+    print(f"  = {s / f:.2f}x the floor")
     print(
         f"root image {sizes['root_image_bytes'] / mib:.1f} MiB (target < 200 MiB; "
         f"tree {sizes['root_tree_bytes'] / mib:.1f} MiB), initrd "

@@ -12,12 +12,17 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from guest.agent import channel
 from guest.agent.children import Reaper, become_subreaper
-from guest.agent.server import AgentConfig, build_agent, build_server
+from guest.agent.server import AgentConfig, DeferredAgentService, build_agent, build_server
 from guest.init import READY_LINE, power
+
+if TYPE_CHECKING:
+    from guest.agent.service import AgentService
 
 log = logging.getLogger("guest.agent")
 
@@ -33,8 +38,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def run(args: argparse.Namespace) -> int:
-    """Serve until the ACPI power button is pressed (or, with --listen, SIGTERM)."""
+async def run(args: argparse.Namespace, before_policy: Callable[[], object] | None = None) -> int:
+    """Serve until the ACPI power button is pressed (or, with --listen, SIGTERM).
+
+    The server listens (and Health answers) first; ``before_policy`` (the initdata
+    processor, which publishes the policy) and then the AgentService build run on a
+    worker thread meanwhile. AgentService requests wait for that build.
+    """
     become_subreaper()
     reaper = Reaper()
     reaper.start()
@@ -44,17 +54,26 @@ async def run(args: argparse.Namespace) -> int:
         policy_path=args.policy,
         registry_config=args.registry_config,
     )
-    service = build_agent(config, reaper)
-    server = build_server(service)
+
+    def build() -> AgentService:
+        if before_policy is not None:
+            before_policy()
+        service = build_agent(config, reaper)
+        log.info("policy loaded from %s; serving AgentService", config.policy_path)
+        return service
+
+    deferred = DeferredAgentService()
+    server = build_server(deferred)
     if args.listen is not None:
         await server.serve_unix(str(args.listen))
+        building = deferred.start(build)
         print(f"{READY_LINE} on {args.listen}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         await stop.wait()
-        await service.sandbox.destroy()
+        await (await building).sandbox.destroy()
         await server.close(timeout=2.0)
         return 0
     port = await channel.wait_for_port()
@@ -64,25 +83,33 @@ async def run(args: argparse.Namespace) -> int:
     else:
         serving = asyncio.create_task(channel.serve_vsock(server))
         where = f"vsock port {channel.VSOCK_PORT}"
+    building = deferred.start(build)
     stop_task = asyncio.create_task(power.wait_for_power_button())
     # The host waits for this exact line on the console before it calls Health/Check.
     print(f"{READY_LINE} on {where}", flush=True)
-    done, _ = await asyncio.wait({serving, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-    if serving in done:
-        serving.result()  # re-raises why serving ended
-        return 1
+    waiting: set[asyncio.Future[Any]] = {serving, stop_task, building}
+    while True:
+        done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if serving in done:
+            serving.result()  # re-raises why serving ended
+            return 1
+        if building in done:
+            building.result()  # a failed build ends the agent (and powers the VM off)
+        if stop_task in done:
+            break
     log.info("power button pressed: shutting down")
     serving.cancel()
-    await service.sandbox.destroy()
+    await (await building).sandbox.destroy()
     await server.close(timeout=2.0)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, before_policy: Callable[[], object] | None = None) -> int:
+    """Run the agent; ``before_policy`` runs before the policy is read (see run)."""
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="contrast-guest-agent: %(message)s"
     )
-    return asyncio.run(run(parse(argv)))
+    return asyncio.run(run(parse(argv), before_policy))
 
 
 if __name__ == "__main__":

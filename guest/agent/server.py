@@ -1,20 +1,29 @@
-"""The agent's ttrpc services (grpc.Health, grpc.AgentService) and how they are built."""
+"""The agent's ttrpc services (grpc.Health, grpc.AgentService) and how they are built.
+
+Start-up is split so that Health answers as early as possible: this module imports
+only ttrpc and the generated messages; the AgentService with its heavy imports
+(regopy, the image puller, pyroute2) and the compiled policy is built afterwards,
+while the server already listens (:class:`DeferredAgentService`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import ttrpc
 from api.kata import agent_pb2, health_pb2
-from guest.agent import VERSION, policy
-from guest.agent.children import Reaper
-from guest.agent.containers import Containers
-from guest.agent.runtime import Runtime, RuntimeConfig
-from guest.agent.sandbox import PulledRootfs, Sandbox, SandboxConfig
-from guest.agent.service import AgentService
+from guest.agent import VERSION
 from ttrpc import CallContext, Server
+
+if TYPE_CHECKING:
+    from guest.agent import policy
+    from guest.agent.children import Reaper
+    from guest.agent.service import AgentService
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +74,18 @@ def build_agent(
     reaper: Reaper | None = None,
     agent_policy: policy.Policy | None = None,
 ) -> AgentService:
-    """The AgentService with its sandbox; nothing is created on disk until used."""
+    """The AgentService with its sandbox; nothing is created on disk until used.
+
+    Imports the service's modules (regopy among them) and compiles the policy: the
+    slow part of the agent's start, see :class:`DeferredAgentService`.
+    """
+    from guest.agent import policy
+    from guest.agent.children import Reaper
+    from guest.agent.containers import Containers
+    from guest.agent.runtime import Runtime, RuntimeConfig
+    from guest.agent.sandbox import PulledRootfs, Sandbox, SandboxConfig
+    from guest.agent.service import AgentService
+
     config = config or AgentConfig()
     reaper = reaper or Reaper()
     runtime = Runtime(RuntimeConfig(config.runtime, config.run_dir / "runtime"), reaper)
@@ -76,7 +96,54 @@ def build_agent(
     return AgentService(sandbox, agent_policy or policy.load(config.policy_path))
 
 
-def build_server(service: AgentService | None = None) -> Server:
+Handler = Callable[[Any, CallContext], Awaitable[Any]]
+
+
+class DeferredAgentService:
+    """grpc.AgentService while the real one is still being built.
+
+    Registered in its place so the server can listen (and Health answer) before the
+    service's modules are imported and the policy is compiled. Every RPC waits until
+    :meth:`start`'s build is done and then goes to the real service, policy check
+    included: nothing is served before the policy is in force. If the build failed,
+    every RPC fails UNAVAILABLE naming the error. An RPC the real service does not implement
+    answers UNIMPLEMENTED, as it would when registered directly.
+    """
+
+    def __init__(self) -> None:
+        self._service: asyncio.Future[AgentService] | None = None
+        for method in AGENT_SERVICE.methods:
+            setattr(self, method.name, self._forward(method.name))
+
+    def start(self, build: Callable[[], AgentService]) -> asyncio.Future[AgentService]:
+        """Run ``build`` on a worker thread (imports release the event loop to Health
+        between bytecodes); returns the future of the service. Call it once, in the loop."""
+        if self._service is not None:
+            raise RuntimeError("the agent service is already being built")
+        self._service = asyncio.ensure_future(asyncio.to_thread(build))
+        return self._service
+
+    async def service(self) -> AgentService:
+        """The real service, once built. Raises ttrpc.Unavailable if the build failed."""
+        if self._service is None:
+            raise RuntimeError("DeferredAgentService.start was not called")
+        try:
+            return await asyncio.shield(self._service)
+        except Exception as err:
+            raise ttrpc.Unavailable(f"the agent service failed to start: {err}") from err
+
+    def _forward(self, name: str) -> Handler:
+        async def forward(request: Any, ctx: CallContext) -> Any:
+            handler = getattr(await self.service(), name, None)
+            if handler is None:
+                raise ttrpc.Unimplemented(f"method {name}")
+            return await handler(request, ctx)
+
+        forward.__name__ = name
+        return forward
+
+
+def build_server(service: AgentService | DeferredAgentService | None = None) -> Server:
     """A ttrpc server with the agent's services registered.
 
     No peer check: the only transports are the virtio-serial port and vsock, whose

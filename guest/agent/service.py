@@ -32,7 +32,6 @@ from guest.agent.errors import (
 from guest.agent.policy import Policy
 from guest.agent.sandbox import Sandbox
 from guest.imagepull.errors import ImagePullError
-from guest.imagepull.service import status_for
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,9 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
             log.warning("%s failed: %s", type(request).__name__, err)
             raise to_status(err) from err
         except ImagePullError as err:
+            # The puller's modules (http.client, ssl, ...) load on first use, not at start.
+            from guest.imagepull.service import status_for
+
             log.warning("%s: image pull failed: %s", type(request).__name__, err)
             raise status_for(err) from err
 

@@ -3,9 +3,10 @@
 ``initrd-init.sh`` is the initrd's /init: it loads the modules for the root disk, opens
 the dm-verity device with the parameters from the (measured) kernel command line,
 mounts the erofs root read-only and switches into it. ``contrast-init.sh`` is then
-PID 1 of the real root: it mounts the runtime filesystems, runs the initdata
-processor (when the image has one) and then the guest agent, and powers off when the
-agent exits. Shell scripts, not systemd: under TCG every second of boot counts.
+PID 1 of the real root: it mounts the runtime filesystems, runs the guest services
+(``__main__``: the agent listens, the initdata processor publishes the policy, the
+agent loads it) and powers off when the agent exits. Shell scripts, not systemd:
+under TCG every second of boot counts.
 """
 
 from __future__ import annotations

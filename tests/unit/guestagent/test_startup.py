@@ -1,0 +1,101 @@
+"""The agent's start-up: Health answers while the AgentService (imports, initdata,
+policy) is still being built, and no AgentService request is served before it is."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from agent.transport.client import AgentClient
+from api.kata import agent_pb2
+from guest.agent.policy import Policy
+from guest.agent.server import AgentConfig, DeferredAgentService, build_agent, build_server
+from guest.agent.service import AgentService
+from ttrpc import Client, PermissionDenied, Unavailable, Unimplemented
+
+DETAILS_ONLY = "package agent_policy\n\nGuestDetailsRequest := true\n"
+
+
+@pytest.fixture
+async def started(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[AgentClient, DeferredAgentService, threading.Event]]:
+    """A server with a DeferredAgentService whose build waits for ``release``."""
+    release = threading.Event()
+    config = AgentConfig(run_dir=tmp_path / "run", policy_path=tmp_path / "absent.rego")
+
+    def build() -> AgentService:
+        if not release.wait(10):
+            raise TimeoutError("the test never released the build")
+        return build_agent(config, agent_policy=Policy(DETAILS_ONLY))
+
+    deferred = DeferredAgentService()
+    server = build_server(deferred)
+    ours, theirs = socket.socketpair()
+    await server.serve_fd(theirs.detach())
+    deferred.start(build)
+    client = AgentClient(await Client.from_fd(ours.detach()))
+    yield client, deferred, release
+    release.set()
+    await client.close()
+    await server.close()
+
+
+async def test_health_answers_while_requests_wait_for_the_policy(
+    started: tuple[AgentClient, DeferredAgentService, threading.Event],
+) -> None:
+    client, _, release = started
+    details = asyncio.ensure_future(client.guest_details())
+    create = asyncio.ensure_future(
+        client.agent.CreateContainer(agent_pb2.CreateContainerRequest(container_id="c"))
+    )
+    assert await client.check()
+    await asyncio.sleep(0.3)
+    assert not details.done()
+    assert not create.done()
+    release.set()
+    # Both are then decided by the policy: one served, the other denied.
+    assert (await asyncio.wait_for(details, 10)).agent_details.version
+    with pytest.raises(PermissionDenied, match="CreateContainerRequest is blocked by policy"):
+        await asyncio.wait_for(create, 10)
+    with pytest.raises(Unimplemented):
+        await client.agent.MemHotplugByProbe(agent_pb2.MemHotplugByProbeRequest())
+
+
+async def test_a_failed_build_fails_every_request(tmp_path: Path) -> None:
+    def build() -> AgentService:
+        raise OSError("cannot import regopy")
+
+    deferred = DeferredAgentService()
+    server = build_server(deferred)
+    ours, theirs = socket.socketpair()
+    await server.serve_fd(theirs.detach())
+    building = deferred.start(build)
+    client = AgentClient(await Client.from_fd(ours.detach()))
+    try:
+        with pytest.raises(OSError, match="cannot import regopy"):
+            await building
+        assert await client.check()
+        with pytest.raises(Unavailable, match="failed to start: cannot import regopy"):
+            await client.guest_details()
+    finally:
+        await client.close()
+        await server.close()
+
+
+def test_start_only_once() -> None:
+    async def twice(build: Callable[[], AgentService]) -> None:
+        deferred = DeferredAgentService()
+        deferred.start(build).cancel()
+        deferred.start(build)
+
+    def build() -> AgentService:
+        raise AssertionError("not reached")
+
+    with pytest.raises(RuntimeError, match="already being built"):
+        asyncio.run(twice(build))
