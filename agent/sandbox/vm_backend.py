@@ -3,21 +3,28 @@ host-guest transport, the pod's initdata bound into the launch.
 
 Steps of :meth:`PodVmBackend.create`: initdata (validated, written as a disk, its
 digest bound into SNP host-data / TDX mrconfigid / the insecure command line), the
-VM configuration from the runtime config and the pod's allowed annotations, QEMU
-launch, transport connection, wait for the agent, ``CreateSandbox``. Any failure
-stops the VM again: a failed sandbox leaves no QEMU behind.
+pod network (a tap mirrored with the CNI interface in the pod's netns, see
+:mod:`agent.network`), the VM configuration from the runtime config and the pod's
+allowed annotations, QEMU launch, transport connection, wait for the agent, the
+guest's network (UpdateInterface, UpdateRoutes, AddARPNeighbors), ``CreateSandbox``.
+Any failure stops the VM and removes the tap again: a failed sandbox leaves no QEMU
+and no tap behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
 from pathlib import Path
 
 from agent import initdata
+from agent.network import pod as pod_network
+from agent.network.errors import NetworkError
+from agent.network.guest import configure_guest
 from agent.sandbox.backend import PodSandbox, SandboxSpec
 from agent.sandbox.config import RuntimeConfig
 from agent.sandbox.errors import BackendError, SandboxError
@@ -77,19 +84,12 @@ class PodVmBackend:
         )
 
     def planned(self, spec: SandboxSpec) -> VmRecord:
-        return VmRecord(
-            backend=NAME, pid=0, details={"console_log": str(spec.run_dir / "console.log")}
-        )
+        details = {"console_log": str(spec.run_dir / "console.log")}
+        if spec.netns is not None:
+            details["netns"] = str(spec.netns)
+        return VmRecord(backend=NAME, pid=0, details=details)
 
     async def create(self, spec: SandboxSpec) -> PodSandbox:
-        if spec.netns is not None:
-            # agent.network (pod networking issue) provides setup()/teardown() and the
-            # VM manager a NIC on a tap fd; they are not committed yet, so a pod with a
-            # network namespace cannot get its network into the VM from here.
-            raise NotImplementedError(
-                f"sandbox {spec.id}: pod networking (netns {spec.netns}) is not wired into "
-                "the pod-VM backend yet"
-            )
         spec.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
             pod = (
@@ -104,24 +104,51 @@ class PodVmBackend:
                 "sandbox %s: no initdata annotation: the guest denies every request", spec.id
             )
         try:
-            vm = await VM.launch(vm_config)
+            network = await pod_network.setup(spec.netns, spec.id)
+        except NetworkError as err:
+            raise BackendError(f"sandbox {spec.id}: pod network: {err}") from err
+        try:
+            return await self._launch(spec, vm_config, network)
+        except BaseException:
+            if spec.netns is not None:
+                await _teardown(spec.netns, spec.id)
+            raise
+
+    async def _launch(
+        self,
+        spec: SandboxSpec,
+        vm_config: VMConfig,
+        network: tuple[pod_network.PodNetwork, int] | None,
+    ) -> GuestSandbox:
+        tap_fd = None
+        if network is not None:
+            vm_config = dataclasses.replace(vm_config, net=network[0].nic())
+            tap_fd = network[1]
+        try:
+            vm = await VM.launch(vm_config, tap_fd=tap_fd)
         except VMError as err:
             raise BackendError(f"sandbox {spec.id}: {err}") from err
+        finally:
+            if tap_fd is not None:
+                os.close(tap_fd)  # QEMU holds its own copy
+        timeout = spec.config.timeouts.agent_call_seconds
         try:
             client = await connect(vm_config.transport)
             await vm.wait_ready(spec.config.timeouts.boot_seconds)
-            record = VmRecord(
-                backend=NAME,
-                pid=vm.process.pid,
-                details={
-                    "qmp_socket": str(vm_config.qmp_socket),
-                    "console_log": str(vm_config.console_log),
-                    **_transport_details(vm_config),
-                },
-            )
-            sandbox = GuestSandbox(
-                AgentClient(client), record, spec.config.timeouts.agent_call_seconds
-            )
+            details = {
+                "qmp_socket": str(vm_config.qmp_socket),
+                "console_log": str(vm_config.console_log),
+                **_transport_details(vm_config),
+            }
+            if spec.netns is not None:
+                details["netns"] = str(spec.netns)
+            record = VmRecord(backend=NAME, pid=vm.process.pid, details=details)
+            sandbox = GuestSandbox(AgentClient(client), record, timeout)
+            if network is not None:
+                try:
+                    await configure_guest(sandbox.agent.agent, network[0], spec.id, timeout)
+                except (TtrpcError, TimeoutError) as err:
+                    raise BackendError(f"sandbox {spec.id}: guest network: {err}") from err
             await sandbox.create_sandbox(spec.hostname, spec.id)
         except (VMError, AgentTransportError, SandboxError) as err:
             await vm.stop(spec.config.timeouts.stop_seconds)
@@ -177,6 +204,8 @@ class PodVmBackend:
             else:  # reattached: not our child, stop it by pid
                 timeout = self._stop_seconds.pop(sandbox.record.pid, 20.0)
                 await stop_by_pid(sandbox.record, timeout)
+            if sandbox.record.details.get("netns"):
+                await _teardown(Path(sandbox.record.details["netns"]), "")
 
     async def close(self) -> None:
         """Drop our QMP connections; the VMs keep running for the next daemon."""
@@ -185,10 +214,22 @@ class PodVmBackend:
             await vm.monitor.close()
 
     async def cleanup(self, record: SandboxRecord) -> None:
-        """Kill the VM of a sandbox whose daemon is gone, if it still runs."""
+        """Kill the VM of a sandbox whose daemon is gone, if it still runs, and remove
+        our tap and qdiscs from its netns."""
         if record.vm is None or record.vm.backend != NAME:
             return
         kill_orphan(record.vm)
+        if record.vm.details.get("netns"):
+            await _teardown(Path(record.vm.details["netns"]), record.id)
+
+
+async def _teardown(netns: Path, sandbox_id: str) -> None:
+    """Our tap and qdiscs out of the pod's netns; failures are logged (the VM is gone
+    already and the netns is CNI's to delete)."""
+    try:
+        await pod_network.teardown_netns(netns, sandbox_id)
+    except NetworkError as err:
+        log.warning("sandbox %s: network teardown in %s failed: %s", sandbox_id, netns, err)
 
 
 def _transport_details(config: VMConfig) -> dict[str, str]:

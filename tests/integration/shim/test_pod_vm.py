@@ -3,6 +3,7 @@ its initdata bound, the guest agent answers, and nothing outlives the sandbox.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import any_pb2
 
+from agent.network.pod import TAP_NAME
 from agent.sandbox import config as runtime_config
 from agent.sandbox.allowlist import vm_settings
 from agent.sandbox.backend import SandboxSpec
@@ -22,7 +24,9 @@ from api.containerd.task.v2 import shim_pb2
 from api.containerd.types.task import task_pb2 as types
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
+from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
+from tests.integration.network.topology import POD_IP, in_ns, ip, pod_topology
 from tests.integration.vm.conftest import guest_image
 from tests.unit.shim.harness import Harness, running
 from ttrpc import PermissionDenied
@@ -97,7 +101,9 @@ async def test_task_create_without_initdata_is_denied_by_the_guest(
     assert daemon.store.load_all() == ([], [])
 
 
-def pause_bundle(folder: Path, annotations: dict[str, str], pod_id: str = "pod1") -> Path:
+def pause_bundle(
+    folder: Path, annotations: dict[str, str], pod_id: str = "pod1", netns: Path | None = None
+) -> Path:
     """The sandbox container's bundle as containerd's CRI writes it (trimmed)."""
     bundle = folder / "bundles" / pod_id
     bundle.mkdir(parents=True)
@@ -142,6 +148,8 @@ def pause_bundle(folder: Path, annotations: dict[str, str], pod_id: str = "pod1"
             "maskedPaths": ["/proc/kcore"],
         },
     }
+    if netns is not None:
+        spec["linux"]["namespaces"].append({"type": "network", "path": str(netns)})  # type: ignore[index]
     (bundle / "config.json").write_text(json.dumps(spec))
     return bundle
 
@@ -248,3 +256,71 @@ async def test_restarted_daemon_reattaches_to_a_running_pod_vm(
         assert [e.topic for e in envelopes] == ["/tasks/exit", "/tasks/delete"]
         assert qemus_under(sockets) == []
     assert second.store.load_all() == ([], [])
+
+
+# An ICMP echo request (no ping(8) on our machines), retried until a reply comes.
+ICMP_ECHO = """
+import socket, struct, sys, time
+def checksum(data):
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(2)
+body = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"contrast"
+packet = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    s.sendto(packet, (sys.argv[1], 0))
+    try:
+        while True:
+            data, (source, _) = s.recvfrom(1024)
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if source == sys.argv[1] and icmp[0] == 0 and icmp[4:6] == b"BB":
+                print("reply from", source)
+                sys.exit(0)
+    except TimeoutError:
+        continue
+print("no reply")
+"""
+
+NETWORK_POLICY = ALLOW_ALL + "".join(
+    f"default {name} := true\n"
+    for name in ("UpdateInterfaceRequest", "UpdateRoutesRequest", "AddARPNeighborsRequest")
+)
+
+
+async def test_sandbox_vm_joins_the_pods_network(guest_image: GuestImage, sockets: Path) -> None:
+    """A pod with a CNI-style netns: the VM gets the pod's address (a peer on the pod
+    network pings it, the guest answers), and removing the pod leaves no tap and no
+    qdisc of ours in the netns."""
+    require_programs("ip", "tc")
+    doc = document.create({document.POLICY_NAME: NETWORK_POLICY}, "sha384")
+    initdata = {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)}
+    with pod_topology() as topo:
+        bundle = pause_bundle(sockets, initdata, netns=topo.path(topo.pod))
+        async with running(sockets, PodVmBackend()) as daemon:
+            write_config(guest_image, daemon.config_path)
+            await daemon.register("pod1")
+            request = shim_pb2.CreateTaskRequest(
+                id="pod1", bundle=str(bundle), options=daemon.options()
+            )
+            await daemon.task.Create(request)
+            await daemon.task.Start(shim_pb2.StartRequest(id="pod1"))
+            assert TAP_NAME in ip("-n", topo.pod, "link")
+            pinged = await asyncio.to_thread(
+                subprocess.run,
+                in_ns(topo.peer, ["/usr/bin/python3", "-c", ICMP_ECHO, POD_IP]),
+                capture_output=True, text=True, timeout=90, check=False,
+            )  # fmt: skip
+            assert pinged.stdout.strip() == f"reply from {POD_IP}", pinged.stdout + pinged.stderr
+            await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
+            await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
+            await daemon.task.Delete(shim_pb2.DeleteRequest(id="pod1"))
+        assert TAP_NAME not in ip("-n", topo.pod, "link")
+        qdiscs = subprocess.run(
+            ["tc", "-n", topo.pod, "qdisc", "show", "dev", "eth0"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout  # fmt: skip
+        assert "ingress" not in qdiscs
+        assert qemus_under(sockets) == []
