@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import any_pb2
 
+from agent.events import TOPICS
 from agent.network.pod import TAP_NAME
 from agent.sandbox import config as runtime_config
 from agent.sandbox.allowlist import vm_settings
@@ -26,13 +27,16 @@ from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
-from tests.integration.network.topology import POD_IP, in_ns, ip, pod_topology
+from tests.integration.imagepull.registry import Registry
+from tests.integration.network.forward import Forward
+from tests.integration.network.test_vm_workload import REGISTRY_PORT, registry
+from tests.integration.network.topology import PEER_IP, POD_IP, in_ns, ip, pod_topology
 from tests.integration.vm.conftest import guest_image
 from tests.unit.shim.harness import Harness, running
 from ttrpc import PermissionDenied
 
 pytestmark = pytest.mark.vm
-__all__ = ["guest_image"]  # the session fixture, shared with the VM tests
+__all__ = ["guest_image", "registry"]  # fixtures shared with the VM and network tests
 
 
 def write_config(image: GuestImage, path: Path) -> runtime_config.RuntimeConfig:
@@ -324,3 +328,92 @@ async def test_sandbox_vm_joins_the_pods_network(guest_image: GuestImage, socket
         ).stdout  # fmt: skip
         assert "ingress" not in qdiscs
         assert qemus_under(sockets) == []
+
+
+def container_bundle(folder: Path, image: str, args: list[str]) -> Path:
+    """A workload container's bundle as CRI writes it (trimmed), in sandbox pod1."""
+    bundle = folder / "bundles" / "app"
+    bundle.mkdir(parents=True)
+    spec = {
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/bin"],
+            "cwd": "/",
+        },
+        "root": {"path": "rootfs"},
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc",
+             "options": ["nosuid", "noexec", "nodev"]},
+        ],
+        "annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.sandbox-id": "pod1",
+            "io.kubernetes.cri.image-name": image,
+        },
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
+                                 {"type": "mount"}]},
+    }  # fmt: skip
+    (bundle / "config.json").write_text(json.dumps(spec))
+    return bundle
+
+
+async def test_workload_container_output_reaches_containerds_fifo(
+    guest_image: GuestImage, sockets: Path, registry: tuple[Registry, str]
+) -> None:
+    """The pod's workload container: its image pulled in the guest from a registry on
+    the pod network, its output through the FIFO containerd hands over, its exit
+    status and events as CRI expects them."""
+    require_programs("ip", "tc")
+    reg, digest = registry
+    host = f"{PEER_IP}:{REGISTRY_PORT}"
+    data = {
+        document.POLICY_NAME: NETWORK_POLICY,
+        "imagepull.toml": f'[registries."{host}"]\ninsecure = true\n',
+    }
+    initdata = {INITDATA_ANNOTATION: codec.encode_annotation(document.create(data, "sha384").raw)}
+    port = int(reg.host.rsplit(":", 1)[1])
+    with (
+        pod_topology() as topo,
+        Forward(topo.path(topo.peer), (PEER_IP, REGISTRY_PORT), ("127.0.0.1", port)),
+    ):
+        pause = pause_bundle(sockets, initdata, netns=topo.path(topo.pod))
+        app = container_bundle(
+            sockets, f"{host}/test/busybox@{digest}",
+            ["/bin/sh", "-c", "echo hello from the workload; exit 3"],
+        )  # fmt: skip
+        fifo = sockets / "app-stdout"
+        os.mkfifo(fifo)
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            async with running(sockets, PodVmBackend()) as daemon:
+                write_config(guest_image, daemon.config_path)
+                for task_id, bundle in (("pod1", pause), ("app", app)):
+                    await daemon.register(task_id)
+                    await daemon.task.Create(
+                        shim_pb2.CreateTaskRequest(
+                            id=task_id, bundle=str(bundle), options=daemon.options(),
+                            stdout=str(fifo) if task_id == "app" else "",
+                        ),
+                        timeout=600,
+                    )  # fmt: skip
+                    await daemon.task.Start(shim_pb2.StartRequest(id=task_id))
+                waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="app"))
+                assert waited.exit_status == 3
+                await daemon.task.Delete(shim_pb2.DeleteRequest(id="app"))
+                await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
+                await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
+                await daemon.task.Delete(shim_pb2.DeleteRequest(id="pod1"))
+                envelopes = await daemon.sink.wait_for(8)
+            assert os.read(reader, 4096) == b"hello from the workload\n"
+        finally:
+            os.close(reader)
+    by_topic = {topic: kind for kind, topic in TOPICS.items()}
+    app_events = [
+        e.topic
+        for e in envelopes
+        if by_topic[e.topic].FromString(e.event.value).container_id == "app"  # type: ignore[attr-defined]
+    ]
+    assert app_events == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
+    assert qemus_under(sockets) == []
