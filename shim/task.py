@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import empty_pb2
+from google.protobuf import any_pb2, empty_pb2
 
 from agent.events import EventForwarder, ForwardError
 from agent.events.envelope import timestamp
@@ -595,8 +595,10 @@ class TaskService:
         self, request: shim_pb2.StatsRequest, ctx: CallContext
     ) -> shim_pb2.StatsResponse:
         pod, _ = self.pods.find(_namespace(ctx), request.id)
-        await self._sandbox(pod).stats(request.id)
-        raise NotImplementedError("Stats: no cgroup metrics from the guest yet")
+        metrics = await self._sandbox(pod).stats(request.id)
+        return shim_pb2.StatsResponse(
+            stats=any_pb2.Any(type_url="io.containerd.cgroups.v1.Metrics", value=metrics)
+        )
 
     @translated
     async def Update(

@@ -33,7 +33,7 @@ from tests.integration.network.test_vm_workload import REGISTRY_PORT, registry
 from tests.integration.network.topology import PEER_IP, POD_IP, in_ns, ip, pod_topology
 from tests.integration.vm.conftest import guest_image
 from tests.unit.shim.harness import Harness, running
-from ttrpc import PermissionDenied
+from ttrpc import PermissionDenied, Unimplemented
 
 pytestmark = pytest.mark.vm
 __all__ = ["guest_image", "registry"]  # fixtures shared with the VM and network tests
@@ -215,6 +215,11 @@ async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, socke
             value=json.dumps({"cpu": {"shares": 512}}).encode(),
         )
         await daemon.task.Update(shim_pb2.UpdateTaskRequest(id="pod1", resources=resources))
+        # Not mapped yet: a clear UNIMPLEMENTED, never an empty success.
+        with pytest.raises(Unimplemented, match="Stats: mapping StatsContainer"):
+            await daemon.task.Stats(shim_pb2.StatsRequest(id="pod1"))
+        with pytest.raises(Unimplemented, match="Pids: the Kata agent protocol"):
+            await daemon.task.Pids(shim_pb2.PidsRequest(id="pod1"))
         await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
         waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
         assert waited.exit_status == 128 + signal.SIGKILL
