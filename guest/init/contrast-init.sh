@@ -8,14 +8,31 @@ export PYTHONPATH=/usr/lib/contrast/python
 export PYTHONDONTWRITEBYTECODE=1
 export HOME=/root
 
-# Page the big shared libraries in on the other vCPU while Python starts: each page
-# read goes through erofs decompression and dm-verity hashing, slow under TCG, and a
-# dlopen faulting them in holds Python's GIL meanwhile. First what the agent needs
-# before it answers (protobuf's upb, the libssl asyncio loads), then regopy's.
-py=/usr/lib/contrast/python
-busybox cat "$py"/google/_upb/*.so /usr/lib/x86_64-linux-gnu/libcrypto.so.3 \
-    /usr/lib/x86_64-linux-gnu/libssl.so.3 "$py"/regopy.libs/* "$py"/regopy/*.so \
-    >/dev/null 2>&1 &
+# `contrast-init prefetch` (started by the initrd, chrooted into this root, just
+# before switch_root): read what the boot needs next, in the order it needs it, on
+# the other vCPU. Each page read goes through erofs decompression and dm-verity
+# hashing, slow under TCG; Python faulting them in one by one (holding its GIL in a
+# dlopen) would wait for each. Missing files are skipped.
+if [ "$1" = prefetch ]; then
+    py=/usr/lib/contrast/python
+    std=/usr/lib/python3.*
+    lib=/usr/lib/x86_64-linux-gnu
+    # shellcheck disable=SC2086  # the globs are meant to expand
+    exec busybox cat /usr/bin/python3 $lib/libm.so.6 $lib/libz.so.1 $lib/libexpat.so.1 \
+        $std/encodings/__pycache__/__init__.*.pyc $std/encodings/__pycache__/aliases.*.pyc \
+        $std/encodings/__pycache__/utf_8.*.pyc $std/__pycache__/*.pyc \
+        $std/importlib/__pycache__/*.pyc $std/collections/__pycache__/*.pyc \
+        $std/re/__pycache__/*.pyc $std/asyncio/__pycache__/*.pyc \
+        $std/concurrent/futures/__pycache__/*.pyc $std/logging/__pycache__/*.pyc \
+        $std/lib-dynload/_asyncio.*.so $std/lib-dynload/_ssl.*.so $lib/libssl.so.3 \
+        $lib/libcrypto.so.3 $py/guest/__pycache__/*.pyc $py/guest/init/__pycache__/*.pyc \
+        $py/guest/agent/__pycache__/*.pyc $py/ttrpc/__pycache__/*.pyc \
+        $py/google/protobuf/__pycache__/*.pyc $py/google/protobuf/internal/__pycache__/*.pyc \
+        $py/google/_upb/*.so $py/api/kata/__pycache__/*.pyc \
+        $py/guest/initdata/__pycache__/*.pyc $std/json/__pycache__/*.pyc \
+        $std/lib-dynload/_json.*.so $std/lib-dynload/_ctypes.*.so $lib/libffi.so.8 \
+        $py/regopy/__pycache__/*.pyc $py/regopy.libs/* $py/regopy/*.so >/dev/null 2>&1
+fi
 
 # busybox is static: under TCG every dynamically linked exec costs noticeable time.
 busybox mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
@@ -31,11 +48,13 @@ busybox hostname contrast-pod-vm
 { modprobe -a virtio_console button evdev ||
     echo "contrast-init: some kernel modules failed to load" >/dev/console; } &
 
-# initdata processor, then the guest agent (guest/init/__main__.py). -S: no site
+# The guest agent and initdata processor (guest/init/__main__.py). -S: no site
 # module; every guest package is on PYTHONPATH, and site would only add
 # dist-packages, Debian's sitecustomize and its failing apport import (a scan of
-# every path entry). Not -I/-E: those would drop PYTHONPATH.
-python3 -S -m guest.init
+# every path entry). Not -I/-E: those would drop PYTHONPATH. No hash checks of .pyc
+# against their sources: both come from the image build, under dm-verity, and the
+# check would read and hash every imported module's source too.
+python3 -S --check-hash-based-pycs never -m guest.init
 rc=$?
 echo "contrast-init: guest services exited with status $rc; powering off" >/dev/console
 sync

@@ -63,6 +63,10 @@ dmsetup create root --readonly --noudevsync --uuid "CONTRAST-VERITY-$roothash" -
 mount -t erofs -o ro /dev/mapper/root /newroot ||
     fail "dm-verity: mounting the verified root failed"
 
+# Start reading the files the root's boot needs next on the other vCPU (see
+# contrast-init.sh); chrooted, it keeps reading the new root after switch_root.
+chroot /newroot /sbin/contrast-init prefetch </dev/null >/dev/null 2>&1 &
+
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc
