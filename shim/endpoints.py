@@ -1,4 +1,4 @@
-"""One Task socket per containerd namespace (see :class:`shim.task.NamespaceBound`).
+"""One Task socket per containerd namespace (see :class:`NamespaceBound`).
 
 ``<run dir>/ns/<namespace>.sock``, created when the first task of the namespace is
 registered (or a persisted sandbox of it is loaded), mode 0600, same peer check as
@@ -8,10 +8,45 @@ the daemon's main socket.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from agent.sandbox.state import check_id
 from shim import task
-from ttrpc import PeerCheck, Server
+from ttrpc import CallContext, InvalidArgument, PeerCheck, Server
+
+
+class NamespaceBound:
+    """The Task service for one containerd namespace, served on that namespace's socket.
+
+    containerd 1.6 sends no namespace metadata on shim calls (a per-task shim knows
+    its namespace from ``-namespace``). Our daemon serves every namespace, so each gets
+    its own socket (``start`` prints it) and calls on it are bound to that namespace.
+    A call that names a different namespace is refused.
+    """
+
+    def __init__(self, tasks: task.TaskService, namespace: str) -> None:
+        self.namespace = namespace
+        for method in task.SERVICE.methods:
+            setattr(self, method.name, self._bind(getattr(tasks, method.name)))
+
+    def _bind(self, rpc: Any) -> Any:
+        async def call(request: Any, ctx: CallContext) -> Any:
+            sent = ctx.get(task.NAMESPACE_KEY)
+            if sent and sent != self.namespace:
+                raise InvalidArgument(
+                    f"namespace {sent} on the socket of namespace {self.namespace}"
+                )
+            bound = CallContext(
+                ctx.service,
+                ctx.method,
+                {**ctx.metadata, task.NAMESPACE_KEY: (self.namespace,)},
+                deadline=ctx.deadline,
+                peer=ctx.peer,
+                stream_id=ctx.stream_id,
+            )
+            return await rpc(request, bound)
+
+        return call
 
 
 class Endpoints:
@@ -36,7 +71,7 @@ class Endpoints:
         if namespace not in self._servers:
             self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
             server = Server(peer_check=self.peer_check)
-            bound = task.NamespaceBound(self.tasks, namespace)
+            bound = NamespaceBound(self.tasks, namespace)
             for name in task.NAMES:
                 server.register(task.SERVICE, bound, name=name)
             await server.serve_unix(path, mode=0o600)

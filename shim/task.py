@@ -108,40 +108,6 @@ def _read_spec(bundle: str) -> dict[str, Any]:
     return spec
 
 
-class NamespaceBound:
-    """The Task service for one containerd namespace, served on that namespace's socket.
-
-    containerd 1.6 sends no namespace metadata on shim calls (a per-task shim knows
-    its namespace from ``-namespace``). Our daemon serves every namespace, so each gets
-    its own socket (``start`` prints it) and calls on it are bound to that namespace.
-    A call that names a different namespace is refused.
-    """
-
-    def __init__(self, tasks: TaskService, namespace: str) -> None:
-        self.namespace = namespace
-        for method in SERVICE.methods:
-            setattr(self, method.name, self._bind(getattr(tasks, method.name)))
-
-    def _bind(self, rpc: Any) -> Any:
-        async def call(request: Any, ctx: CallContext) -> Any:
-            sent = ctx.get(NAMESPACE_KEY)
-            if sent and sent != self.namespace:
-                raise InvalidArgument(
-                    f"namespace {sent} on the socket of namespace {self.namespace}"
-                )
-            bound = CallContext(
-                ctx.service,
-                ctx.method,
-                {**ctx.metadata, NAMESPACE_KEY: (self.namespace,)},
-                deadline=ctx.deadline,
-                peer=ctx.peer,
-                stream_id=ctx.stream_id,
-            )
-            return await rpc(request, bound)
-
-        return call
-
-
 class TaskService:
     """The Task RPCs. ``run_dir`` holds each sandbox's sockets, logs and disks."""
 
