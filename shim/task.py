@@ -13,6 +13,7 @@ guest); a backend without a VM reports the daemon's pid.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -95,6 +96,13 @@ def _netns(oci: dict[str, Any]) -> Path | None:
         if namespace.get("type") == "network" and namespace.get("path"):
             return Path(namespace["path"])
     return None
+
+
+def sandbox_run_dir(run_dir: Path, namespace: str, sandbox_id: str) -> Path:
+    """A sandbox's directory for sockets, logs and disks: named by a short hash, since
+    CRI's 64-hex sandbox ids would push socket paths past the 107-byte limit."""
+    digest = hashlib.sha256(f"{namespace}/{sandbox_id}".encode()).hexdigest()[:16]
+    return run_dir / "vm" / digest
 
 
 def _read_spec(bundle: str) -> dict[str, Any]:
@@ -316,7 +324,7 @@ class TaskService:
             id=sandbox_id,
             config=config,
             settings=settings,
-            run_dir=self.run_dir / "sandboxes" / namespace / sandbox_id,
+            run_dir=sandbox_run_dir(self.run_dir, namespace, sandbox_id),
             netns=_netns(oci),
             hostname=str(oci.get("hostname", "")),
         )

@@ -30,16 +30,20 @@ class Cri:
             return reply
 
     def run_pod(
-        self, name: str, handler: str, annotations: dict[str, str] | None = None
+        self,
+        name: str,
+        handler: str,
+        annotations: dict[str, str] | None = None,
+        network: api_pb2.NamespaceMode = api_pb2.NODE,
     ) -> api_pb2.RunPodSandboxResponse:
-        """RunPodSandbox of a host-network pod (no CNI needed)."""
+        """RunPodSandbox; by default a host-network pod (no CNI needed)."""
         config = api_pb2.PodSandboxConfig(
             metadata=api_pb2.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default"),
             hostname=name,
             annotations=annotations or {},
             linux=api_pb2.LinuxPodSandboxConfig(
                 security_context=api_pb2.LinuxSandboxSecurityContext(
-                    namespace_options=api_pb2.NamespaceOption(network=api_pb2.NODE)
+                    namespace_options=api_pb2.NamespaceOption(network=network)
                 )
             ),
         )

@@ -26,7 +26,7 @@ from agent.sandbox.vm_backend import PodVmBackend
 from api.containerd.task.v2 import shim_pb2
 from api.containerd.types.task import task_pb2 as types
 from api.node import shim_pb2 as node_pb2
-from shim.task import SERVICE
+from shim.task import SERVICE, sandbox_run_dir
 from tests.unit.shim.harness import running
 from ttrpc import (
     Client,
@@ -235,7 +235,7 @@ async def test_cleanup_of_an_unknown_task(sockets: Path) -> None:
 async def test_vm_of_a_sandbox_recorded_before_its_launch_finished_is_found(sockets: Path) -> None:
     """The daemon died while launching: the record has no pid yet, only the planned
     console log; the next daemon finds the QEMU by it and stops it."""
-    console = sockets / "run" / "sandboxes" / "k8s.io" / "pod1" / "console.log"
+    console = sandbox_run_dir(sockets / "run", "k8s.io", "pod1") / "console.log"
     vm = running_process(console)
     try:
         backend = PodVmBackend()
