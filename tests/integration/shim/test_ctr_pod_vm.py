@@ -17,15 +17,19 @@ from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
+from tests.integration.imagepull.registry import Registry
 from tests.integration.installer.containerd_cri import Containerd, running_containerd
+from tests.integration.network.forward import Forward
+from tests.integration.network.test_vm_workload import REGISTRY_PORT, registry
+from tests.integration.network.topology import PEER_IP, pod_topology
 from tests.integration.shim.image import write_image
 from tests.integration.shim.node import Node, node_env
 from tests.integration.shim.test_containerd import IMAGE, ctr
-from tests.integration.shim.test_pod_vm import qemus_under, write_config
+from tests.integration.shim.test_pod_vm import NETWORK_POLICY, qemus_under, write_config
 from tests.integration.vm.conftest import guest_image
 
 pytestmark = pytest.mark.vm
-__all__ = ["guest_image"]
+__all__ = ["guest_image", "registry"]
 
 
 @pytest.fixture
@@ -112,3 +116,38 @@ def test_containerd_16_releases_the_pod_when_the_daemon_dies(
     assert qemus_under(node.root) == []
     assert list(node.state_dir.rglob("*.json")) == []
     assert "cleaning up after shim disconnected" in containerd.log.read_text()
+
+
+def test_ctr_run_prints_the_workloads_output(
+    vm_node: tuple[Node, Containerd, Path], registry: tuple[Registry, str]
+) -> None:
+    """``ctr run`` of a busybox image into a pod-VM on a pod network: the guest pulls the
+    digest-pinned image from a registry on that network, and ctr prints the output and
+    exits with the container's status."""
+    require_programs("ip", "tc")
+    node, containerd, config = vm_node
+    reg, digest = registry
+    host = f"{PEER_IP}:{REGISTRY_PORT}"
+    data = {
+        document.POLICY_NAME: NETWORK_POLICY,
+        "imagepull.toml": f'[registries."{host}"]\ninsecure = true\n',
+    }
+    initdata = codec.encode_annotation(document.create(data, "sha384").raw)
+    port = int(reg.host.rsplit(":", 1)[1])
+    with (
+        pod_topology() as topo,
+        Forward(topo.path(topo.peer), (PEER_IP, REGISTRY_PORT), ("127.0.0.1", port)),
+    ):
+        run = ctr(
+            containerd, "run", "--rm", "--snapshotter", "native",
+            "--runtime", "io.containerd.contrast-cc.v2", "--runtime-config-path", str(config),
+            "--with-ns", f"network:{topo.path(topo.pod)}",
+            "--annotation", f"io.kubernetes.cri.image-name={host}/test/busybox@{digest}",
+            "--annotation", f"io.katacontainers.config.hypervisor.cc_init_data={initdata}",
+            IMAGE, "w1", "/bin/sh", "-c", "echo hello from ctr run; exit 7",
+            timeout=600,
+        )  # fmt: skip
+        assert run.stdout == "hello from ctr run\n", run.stderr + node.daemon_log()[-3000:]
+        assert run.returncode == 7
+        assert qemus_under(node.root) == []
+    assert list(node.state_dir.rglob("*.json")) == []
