@@ -30,6 +30,7 @@ from typing import Any
 
 import ttrpc
 from api.kata import agent_pb2
+from devkit.registry import Registry
 from guest.agent import policyinput
 from guest.agent.policy import Policy
 from guest.agent.server import AgentConfig, build_agent, build_server
@@ -41,7 +42,6 @@ from tests.integration.guestagent.conftest import (
     start_agent,
     stop_agent,
 )
-from tests.integration.imagepull.registry import Registry
 from tests.unit.guestagent.test_policy import PINNED, POLICY
 
 POLICY_WITH_DETAILS = POLICY + "\nGuestDetailsRequest := true\n"

@@ -32,15 +32,9 @@ from agent.network.tap import open_tap
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from api.kata import agent_pb2
-from guest.agent import netconfig
-from guest.image.build import ensure_image
-from tests.integration.guestagent import requests as rq
-from tests.integration.imagepull.registry import Registry
-from tests.integration.network.forward import Forward
-from tests.integration.network.relay import Relay, ping_argv
-from tests.integration.network.test_vm import POLICY, pod_vm
-from tests.integration.network.test_vm_workload import REGISTRY_PORT, busybox_image
-from tests.integration.network.topology import (
+from devkit.forward import Forward
+from devkit.registry import Registry
+from devkit.topology import (
     MTU,
     PEER_IP,
     POD_IP,
@@ -52,6 +46,12 @@ from tests.integration.network.topology import (
     ip,
     pod_topology,
 )
+from guest.agent import netconfig
+from guest.image.build import ensure_image
+from tests.integration.guestagent import requests as rq
+from tests.integration.network.relay import Relay, ping_argv
+from tests.integration.network.test_vm import POLICY, pod_vm
+from tests.integration.network.test_vm_workload import REGISTRY_PORT, busybox_image
 
 SINK = """
 import socket, sys, time

@@ -26,11 +26,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from devkit import ocibuild as ob
+from devkit.command import run
+from devkit.registry import Registry, registry_settings_toml
 from guest.imagepull import config
 from guest.imagepull.puller import ImagePuller
 from guest.imagepull.store import LayerStore
-from tests.integration.imagepull.registry import Registry, registry_settings_toml, run
-from tests.unit.imagepull import ocibuild as ob
 
 
 def build_layers(size_mb: int, count: int, seed: int = 7) -> list[ob.Layer]:

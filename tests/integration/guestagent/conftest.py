@@ -23,10 +23,10 @@ import pytest
 
 import ttrpc
 from api.kata import agent_pb2
+from devkit import ocibuild as ob
+from devkit.registry import Registry, registry_settings_toml
 from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
-from tests.integration.imagepull.registry import Registry, registry_settings_toml
-from tests.unit.imagepull import ocibuild as ob
 
 ROOT = Path(__file__).resolve().parents[3]
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]

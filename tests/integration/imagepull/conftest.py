@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.registry import Registry
 from tests.conftest import require_programs
-from tests.integration.imagepull.registry import Registry
 
 
 def require_root() -> None:

@@ -12,20 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from guest.imagepull import config
-from guest.imagepull.errors import AuthError, RegistryError
-from guest.imagepull.puller import ImagePuller
-from guest.imagepull.store import LayerStore
-from tests.conftest import require_programs
-from tests.integration.imagepull.conftest import require_root
-from tests.integration.imagepull.registry import (
+from devkit import ocibuild as ob
+from devkit.registry import (
     Pki,
     Registry,
     TokenServer,
     make_pki,
     registry_settings_toml,
 )
-from tests.unit.imagepull import ocibuild as ob
+from guest.imagepull import config
+from guest.imagepull.errors import AuthError, RegistryError
+from guest.imagepull.puller import ImagePuller
+from guest.imagepull.store import LayerStore
+from tests.conftest import require_programs
+from tests.integration.imagepull.conftest import require_root
 
 USERS = {"puller": "correct horse"}
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from devkit import ocibuild as ob
+from devkit.registry import Registry, registry_settings_toml
 from guest.imagepull import config
 from guest.imagepull.errors import UnsafeLayerError, VerificationError
 from guest.imagepull.puller import ImagePuller, PullerOptions
 from guest.imagepull.store import LayerStore
 from guest.imagepull.unpack import Limits
-from tests.integration.imagepull.registry import Registry, registry_settings_toml
-from tests.unit.imagepull import ocibuild as ob
 
 
 def puller(registry: Registry, store: Path, limits: Limits | None = None) -> ImagePuller:

@@ -13,12 +13,13 @@ import pytest
 
 import ttrpc
 from api.guest import imagepull_pb2
+from devkit import ocibuild as ob
+from devkit.command import run
+from devkit.registry import Registry, registry_settings_toml
 from guest.imagepull import config
 from guest.imagepull.puller import ImagePuller
 from guest.imagepull.service import SERVICE, serve
 from guest.imagepull.store import LayerStore
-from tests.integration.imagepull.registry import Registry, registry_settings_toml, run
-from tests.unit.imagepull import ocibuild as ob
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from devkit import ocibuild as ob
+from devkit.command import run
+from devkit.registry import Registry, registry_settings_toml
 from guest.imagepull import config
 from guest.imagepull.puller import ImagePuller
 from guest.imagepull.store import LayerStore
 from tests.conftest import require_programs
-from tests.integration.imagepull.registry import Registry, registry_settings_toml, run
-from tests.unit.imagepull import ocibuild as ob
 
 BASE = [
     ob.directory("bin"),

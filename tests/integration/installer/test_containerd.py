@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from devkit.containerd import running_containerd
 from tests.conftest import require_programs
-from tests.integration.installer.containerd_cri import running_containerd
 from tests.unit.installer.nodes import Node, make_node
 
 REPO = Path(__file__).parents[3]

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from devkit.topology import Topology, pod_topology
 from tests.conftest import require_programs
-from tests.integration.network.topology import Topology, pod_topology
 from tests.integration.vm.conftest import guest_image, vm_dir
 
 __all__ = ["guest_image", "topo", "vm_dir"]

@@ -10,9 +10,7 @@ from contextlib import contextmanager
 
 from agent.network import netns, pod
 from agent.network.tap import open_tap
-from guest.agent import netconfig
-from tests.integration.network.relay import Relay, fetch_argv, server_argv
-from tests.integration.network.topology import (
+from devkit.topology import (
     GATEWAY,
     MTU,
     PEER_IP,
@@ -25,6 +23,8 @@ from tests.integration.network.topology import (
     in_ns,
     ip,
 )
+from guest.agent import netconfig
+from tests.integration.network.relay import Relay, fetch_argv, server_argv
 
 
 @contextmanager

@@ -13,7 +13,7 @@ from pyroute2 import IPRoute
 from agent.network import mirror, netns, pod
 from agent.network.errors import NetnsError, NetworkError
 from api.kata import types_pb2
-from tests.integration.network.topology import (
+from devkit.topology import (
     GATEWAY,
     MTU,
     POD_IP,

@@ -9,8 +9,8 @@ import pytest
 
 from agent.network import netns
 from api.kata import types_pb2
+from devkit.topology import add_netns, delete_netns, ip
 from guest.agent import netconfig
-from tests.integration.network.topology import add_netns, delete_netns, ip
 
 MAC = "02:00:0a:32:00:05"
 

@@ -18,10 +18,10 @@ from agent.transport.connect import connect
 from agent.vm.config import Platform, VMConfig
 from agent.vm.manager import VM
 from api.kata import agent_pb2
+from devkit.topology import MTU, POD_IP, POD_MAC, Topology, in_ns, ip
 from guest.image.manifest import GuestImage
 from guest.initdata import document
 from tests.integration.network.relay import fetch_argv, ping_argv
-from tests.integration.network.topology import MTU, POD_IP, POD_MAC, Topology, in_ns, ip
 from tests.integration.vm.conftest import vm_config
 
 BOOT_TIMEOUT = 300.0

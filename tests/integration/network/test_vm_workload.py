@@ -23,15 +23,15 @@ from agent.network.guest import configure_guest
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from api.kata import agent_pb2
+from devkit import ocibuild as ob
+from devkit.forward import Forward
+from devkit.registry import Registry
+from devkit.topology import PEER_IP, POD_IP, Topology, in_ns
 from guest.image.manifest import GuestImage
 from tests.conftest import require_programs
 from tests.integration.guestagent import requests as rq
-from tests.integration.imagepull.registry import Registry
-from tests.integration.network.forward import Forward
 from tests.integration.network.relay import fetch_argv, server_argv
 from tests.integration.network.test_vm import BOOT_TIMEOUT, POLICY, pod_vm
-from tests.integration.network.topology import PEER_IP, POD_IP, Topology, in_ns
-from tests.unit.imagepull import ocibuild as ob
 
 APPLETS = ("sh", "echo", "printf", "cat", "wget", "nc", "dd", "sleep", "true")
 REGISTRY_PORT = 5000

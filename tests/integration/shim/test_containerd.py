@@ -11,8 +11,8 @@ from pathlib import Path
 
 from agent.events import EventForwarder
 from api.containerd.events import task_pb2
+from devkit.containerd import Containerd, running_containerd
 from tests.conftest import require_programs
-from tests.integration.installer.containerd_cri import Containerd, running_containerd
 from tests.integration.shim.image import write_image
 from tests.integration.shim.node import Node
 

@@ -10,8 +10,8 @@ import grpc
 import pytest
 import tomlkit
 
+from devkit.containerd import Containerd, running_containerd
 from installer import containerd_config
-from tests.integration.installer.containerd_cri import Containerd, running_containerd
 from tests.integration.shim.cri import Cri
 from tests.integration.shim.image import write_image
 from tests.integration.shim.node import SHIM, Node

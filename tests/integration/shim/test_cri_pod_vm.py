@@ -17,11 +17,8 @@ from pathlib import Path
 import pytest
 
 from api.containerd.cri.runtime.v1 import api_pb2
-from guest.image.manifest import GuestImage
-from guest.initdata import codec, document
-from tests.conftest import require_programs
-from tests.integration.installer.containerd_cri import Containerd, sandboxed_config
-from tests.integration.network.topology import (
+from devkit.containerd import Containerd, sandboxed_config
+from devkit.topology import (
     GATEWAY,
     PREFIX,
     SUBNET,
@@ -30,6 +27,9 @@ from tests.integration.network.topology import (
     ip,
     pod_topology,
 )
+from guest.image.manifest import GuestImage
+from guest.initdata import codec, document
+from tests.conftest import require_programs
 from tests.integration.shim.cri import Cri
 from tests.integration.shim.image import write_image
 from tests.integration.shim.node import Node, node_env

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from devkit.containerd import Containerd, running_containerd
+from devkit.forward import Forward
+from devkit.registry import Registry
+from devkit.topology import PEER_IP, pod_topology
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
-from tests.integration.imagepull.registry import Registry
-from tests.integration.installer.containerd_cri import Containerd, running_containerd
-from tests.integration.network.forward import Forward
 from tests.integration.network.test_vm_workload import REGISTRY_PORT, registry
-from tests.integration.network.topology import PEER_IP, pod_topology
 from tests.integration.shim.image import write_image
 from tests.integration.shim.node import Node, node_env
 from tests.integration.shim.test_containerd import IMAGE, ctr

@@ -23,14 +23,14 @@ from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.vm_backend import PodVmBackend
 from api.containerd.task.v2 import shim_pb2
 from api.containerd.types.task import task_pb2 as types
+from devkit.forward import Forward
+from devkit.registry import Registry
+from devkit.topology import PEER_IP, POD_IP, in_ns, ip, pod_topology
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
-from tests.integration.imagepull.registry import Registry
-from tests.integration.network.forward import Forward
 from tests.integration.network.test_vm_workload import REGISTRY_PORT, registry
-from tests.integration.network.topology import PEER_IP, POD_IP, in_ns, ip, pod_topology
 from tests.integration.vm.conftest import guest_image
 from tests.unit.shim.harness import Harness, running
 from ttrpc import PermissionDenied, Unimplemented

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from devkit import ocibuild as ob
 from guest.imagepull.digest import Digest
 from guest.imagepull.errors import StoreError, UnsafeLayerError, VerificationError
 from guest.imagepull.layer import fetch_layer
 from guest.imagepull.manifest import Descriptor
 from guest.imagepull.unpack import Limits
-from tests.unit.imagepull import ocibuild as ob
 
 TAR = ob.layer_tar([ob.directory("d"), ob.file("d/f", b"payload" * 1000)])
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from devkit import ocibuild as ob
 from guest.imagepull import manifest as mf
 from guest.imagepull.errors import ManifestError
-from tests.unit.imagepull import ocibuild as ob
 
 D = "sha256:" + "b" * 64
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from devkit import ocibuild as ob
 from guest.imagepull import manifest as mf
 from guest.imagepull.digest import Digest
 from guest.imagepull.errors import (
@@ -20,7 +21,6 @@ from guest.imagepull.errors import (
 from guest.imagepull.puller import ImagePuller
 from guest.imagepull.registry import Response
 from guest.imagepull.store import LayerStore
-from tests.unit.imagepull import ocibuild as ob
 
 HOST = "registry.test"
 

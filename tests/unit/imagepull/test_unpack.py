@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from devkit import ocibuild as ob
 from guest.imagepull.errors import UnsafeLayerError
 from guest.imagepull.unpack import OPAQUE_XATTR, Limits, unpack
-from tests.unit.imagepull import ocibuild as ob
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, chown, trusted.*)")
 

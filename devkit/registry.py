@@ -1,4 +1,4 @@
-"""A real docker-registry on loopback for the image puller's tests and benchmark.
+"""A real docker-registry on loopback (the demo, the image puller's tests and benchmark).
 
 ``Registry`` is a context manager: it writes a config YAML into a temp dir, starts
 ``docker-registry`` on 127.0.0.1:<free port> with filesystem storage there, optionally
@@ -33,30 +33,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
-
-class CommandFailed(RuntimeError):
-    pass
-
-
-def run(args: list[str], *, timeout: float = 300, stdin: bytes | None = None) -> str:
-    """The one way these tests run a program: argument list, timeout, output in errors."""
-    try:
-        done = subprocess.run(
-            args,
-            input=stdin,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as err:
-        raise CommandFailed(f"{args[0]} timed out after {timeout}s: {err.stderr!r}") from err
-    if done.returncode != 0:
-        raise CommandFailed(
-            f"{' '.join(args)} exited {done.returncode}:\n{done.stdout.decode(errors='replace')}"
-            f"\n{done.stderr.decode(errors='replace')}"
-        )
-    return done.stdout.decode(errors="replace")
+from devkit.command import run
+from devkit.errors import CommandFailed
 
 
 def free_port() -> int:
@@ -290,7 +268,7 @@ class Registry:
             if self._proc.poll() is not None:
                 raise CommandFailed(f"docker-registry exited: {self._log.read_text()}")
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=ctx):
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=ctx):  # noqa: S310
                     return self
             except urllib.error.HTTPError as err:
                 if err.code == 401:
@@ -336,9 +314,9 @@ class Registry:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert)) if self.pki else None
 
         def request(method: str, url: str, data: bytes | None, ctype: str) -> Any:
-            req = urllib.request.Request(url, data=data, method=method)
+            req = urllib.request.Request(url, data=data, method=method)  # noqa: S310
             req.add_header("Content-Type", ctype)
-            return urllib.request.urlopen(req, timeout=60, context=ctx)
+            return urllib.request.urlopen(req, timeout=60, context=ctx)  # noqa: S310
 
         for digest, data in blobs.items():
             if data is manifest:

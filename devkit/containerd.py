@@ -17,6 +17,7 @@ import grpc
 import tomlkit
 
 from api.containerd.cri.runtime.v1 import api_pb2
+from devkit.errors import DevkitError
 
 # Plugins that only probe the host (and log errors) in a temporary root.
 UNNEEDED_PLUGINS = [
@@ -116,12 +117,13 @@ def _wait_for_cri(daemon: Containerd, proc: subprocess.Popen[bytes]) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"containerd exited: {daemon.log.read_text()[-3000:]}")
+            raise DevkitError(f"containerd exited: {daemon.log.read_text()[-3000:]}")
         if daemon.socket.exists():
             try:
                 daemon.cri_status(timeout=2)
-                return
             except grpc.RpcError as err:
                 last = err
+            else:
+                return
         time.sleep(0.2)
-    raise RuntimeError(f"containerd's CRI did not answer: {last}\n{daemon.log.read_text()[-3000:]}")
+    raise DevkitError(f"containerd's CRI did not answer: {last}\n{daemon.log.read_text()[-3000:]}")

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit.errors import DevkitError
+
 SUBNET = "10.213.47"
 PREFIX = 24
 GATEWAY = f"{SUBNET}.1"
@@ -34,7 +36,7 @@ def ip(*args: str, timeout: float = 10) -> str:
         timeout=timeout, check=False,
     )  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: {result.returncode}: {result.stderr.strip()}")
+        raise DevkitError(f"ip {' '.join(args)}: {result.returncode}: {result.stderr.strip()}")
     return result.stdout
 
 

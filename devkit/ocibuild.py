@@ -1,4 +1,4 @@
-"""Build layer tars and OCI image layouts in Python, for the image puller's tests.
+"""Build layer tars and OCI image layouts in Python (the demo, the image puller's tests).
 
 Tests describe entries (files, dirs, links, whiteouts, xattrs, owners, modes); this
 module writes them as PAX tars, compresses them, and lays out an OCI image directory
@@ -41,7 +41,7 @@ class Entry:
     dev: tuple[int, int] = (0, 0)
 
 
-def file(
+def file(  # noqa: PLR0917 (the tests pass data and mode positionally)
     name: str,
     data: bytes = b"",
     mode: int = 0o644,

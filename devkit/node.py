@@ -1,0 +1,102 @@
+"""A node daemon's environment in a temporary root: short run/state directories (unix
+socket paths are limited to 107 bytes), the variables containerd passes on to the shim,
+and the shim entry as containerd runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SHIM = BIN / "containerd-shim-contrast-cc-v2"
+REPO = Path(__file__).parents[1]
+
+
+@dataclass(frozen=True)
+class Node:
+    root: Path
+    env: dict[str, str]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "daemon.sock"
+
+    def daemon_pid(self) -> int | None:
+        try:
+            return int((self.run_dir / "daemon.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def daemon_log(self) -> str:
+        """What a daemon started by the shim entry logged (for failure messages)."""
+        path = self.run_dir / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def shim(
+        self, *args: str, cwd: Path, stdin: bytes = b"", extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
+        """The shim entry with containerd 1.6's arguments and environment."""
+        env = {**self.env, **(extra_env or {})}
+        return subprocess.run(
+            [str(SHIM), "-namespace", "default", "-address", str(self.root / "containerd.sock"),
+             "-publish-binary", "/usr/bin/containerd", *args],
+            cwd=cwd, input=stdin, capture_output=True, env=env, timeout=60, check=False,
+        )  # fmt: skip
+
+
+def stop_daemon(node: Node, timeout: float = 10.0) -> int | None:
+    """SIGTERM the daemon this node started (pid from its pid file); its exit status."""
+    pid = node.daemon_pid()
+    if pid is None:
+        return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return 0
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return None
+
+
+@contextlib.contextmanager
+def node_env(
+    backend: str = "pod-vm", agent_socket: Path | None = None, parent: Path = Path("/tmp")
+) -> Iterator[Node]:
+    """A node root under ``parent`` (short: socket paths), removed afterwards with the
+    daemon a shim started there stopped."""
+    root = Path(tempfile.mkdtemp(prefix="node-", dir=parent))
+    env = {
+        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+        "CONTRAST_RUN_DIR": str(root / "run"),
+        "CONTRAST_STATE_DIR": str(root / "state"),
+        "CONTRAST_BACKEND": backend,
+        "TTRPC_ADDRESS": str(root / "containerd.sock.ttrpc"),
+        "PYTHONPATH": str(REPO),
+    }
+    if agent_socket is not None:
+        env["CONTRAST_AGENT_SOCKET"] = str(agent_socket)
+    node = Node(root, env)
+    try:
+        yield node
+    finally:
+        stop_daemon(node)
+        shutil.rmtree(root, ignore_errors=True)
