@@ -1,0 +1,5 @@
+import sys
+
+from agent.demo.main import main
+
+sys.exit(main())

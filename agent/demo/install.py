@@ -1,0 +1,109 @@
+"""Step 3: the runtime installed by the installer's own code into a temporary host root.
+
+The assets are this checkout's shim entry, the guest image and a runtime config whose
+paths point into the temporary root (the installer fills in ``@@HANDLER_DIR@@``; the
+demo prefixes it with the root, as a node image would ship files at ``/``).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.demo.errors import DemoError
+from guest.image.manifest import GuestImage
+from installer import cli
+
+PLATFORM = "qemu-insecure"
+
+_RUNTIME_TOML = """\
+# Runtime configuration of @@HANDLER@@, written by the contrast demo.
+platform = "@@PLATFORM@@"
+
+[guest]
+kernel = "{root}@@HANDLER_DIR@@/share/vmlinuz"
+initrd = "{root}@@HANDLER_DIR@@/share/initrd.img"
+rootfs = "{root}@@HANDLER_DIR@@/share/rootfs.img"
+manifest = "{root}@@HANDLER_DIR@@/share/manifest.json"
+
+[timeouts]
+boot_seconds = 300
+"""
+
+_ASSETS = (
+    # (path below the handler dir, file name in the assets dir, mode, role, substitute)
+    ("bin/containerd-shim-contrast-cc-v2", "shim", "0755", "shim", False),
+    ("etc/runtime.toml", "runtime.toml", "0644", "runtime-config", True),
+    ("share/vmlinuz", "vmlinuz", "0644", "kernel", False),
+    ("share/initrd.img", "initrd.img", "0644", "initrd", False),
+    ("share/rootfs.img", "rootfs.img", "0644", "rootfs", False),
+    ("share/manifest.json", "manifest.json", "0644", "other", False),
+)
+
+
+@dataclass(frozen=True)
+class Installed:
+    handler: str
+    host_root: Path
+    handler_dir: Path  # inside host_root
+    containerd_config: Path
+    log: str  # what the installer printed
+
+    @property
+    def shim_dir(self) -> Path:
+        return self.handler_dir / "bin"
+
+    @property
+    def runtime_config(self) -> Path:
+        return self.handler_dir / "etc/runtime.toml"
+
+
+def write_manifest(directory: Path, image: GuestImage, shim: Path, host_root: Path) -> Path:
+    """The installer manifest and its assets (links to the real files) in ``directory``."""
+    assets = directory / "assets"
+    assets.mkdir(parents=True)
+    sources = {
+        "shim": shim,
+        "vmlinuz": image.kernel,
+        "initrd.img": image.initrd,
+        "rootfs.img": image.root,
+        "manifest.json": image.directory / "manifest.json",
+    }
+    for name, source in sources.items():
+        (assets / name).symlink_to(source.resolve())
+    (assets / "runtime.toml").write_text(_RUNTIME_TOML.format(root=host_root))
+    lines = ["format = 1", f'platform = "{PLATFORM}"', ""]
+    for path, name, mode, role, substitute in _ASSETS:
+        lines += ["[[asset]]", f'path = "{path}"', f'source = "assets/{name}"']
+        lines += [f'mode = "{mode}"', f'role = "{role}"']
+        lines += ["substitute = true", ""] if substitute else [""]
+    manifest = directory / "manifest.toml"
+    manifest.write_text("\n".join(lines))
+    return manifest
+
+
+def _installer(*args: str) -> str:
+    out = io.StringIO()
+    if cli.main(list(args), out=out) != 0:
+        raise DemoError(f"contrast-node-installer {' '.join(args)} failed (its error is above)")
+    return out.getvalue()
+
+
+def install(directory: Path, image: GuestImage, shim: Path) -> Installed:
+    """Install into ``directory/host`` (a fresh host root with an empty
+    ``/etc/containerd``: the installer writes containerd 1.6's minimal config)."""
+    host = directory / "host"
+    (host / "etc/containerd").mkdir(parents=True)
+    manifest = write_manifest(directory / "bundle", image, shim, host)
+    handler = _installer("handler", "--manifest", str(manifest)).strip()
+    log = _installer(
+        "install", "--manifest", str(manifest), "--host-root", str(host), "--no-restart"
+    )
+    return Installed(
+        handler=handler,
+        host_root=host,
+        handler_dir=host / "opt/contrast" / handler,
+        containerd_config=host / "etc/containerd/config.toml",
+        log=log,
+    )

@@ -1,0 +1,46 @@
+"""``python -m agent.demo`` end to end (one pod-VM under TCG): its exit code and the
+lines a user reads."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from agent.demo import main as demo
+from tests.conftest import require_programs
+
+pytestmark = pytest.mark.vm
+
+
+def test_demo_runs_a_confidential_pod_and_leaves_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    require_programs(*demo.PROGRAMS)
+    if os.geteuid() != 0:
+        pytest.skip("the demo needs root")
+    netns_before = set(demo._netns())
+
+    code = demo.main([])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    steps = re.findall(r"^\[(\d)/6\] ", out, re.MULTILINE)
+    assert steps == ["1", "2", "3", "4", "5", "6"], out
+    assert "platform qemu-insecure: this machine has no AMD SEV-SNP or Intel TDX" in out
+    assert "container> hello from a confidential pod" in out
+    root_hash = re.search(r"dm-verity root hash ([0-9a-f]{64})", out)
+    assert root_hash is not None, out
+    assert f"container> guest root device: root CONTRAST-VERITY-{root_hash[1]}" in out
+    digest = re.search(r"initdata digest \(sha384\) ([0-9a-f]{96})", out)
+    assert digest is not None, out
+    assert f"contrast.initdata_digest={digest[1]}" in out  # the guest's own command line
+    refused = re.search(r"refused: (.*)$", out, re.MULTILINE)
+    assert refused is not None, out
+    assert "ExecProcessRequest is blocked by policy: contrast demo policy" in refused[1]
+    assert "pod killed and removed (ctr run exit status 137)" in out
+    assert out.rstrip().endswith("contrast demo: done")
+    assert set(demo._netns()) == netns_before
+    assert not [line for line in demo.leftovers(Path("/tmp")) if "contrast-demo-" in line]
