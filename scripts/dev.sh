@@ -12,9 +12,9 @@ APT_PACKAGES=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     containerd runc crun
     qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
-    cryptsetup docker-registry skopeo umoci apache2-utils openssl
+    cryptsetup cryptsetup-bin dmsetup docker-registry skopeo umoci apache2-utils openssl
     mmdebstrap erofs-utils squashfs-tools cpio zstd
-    iproute2 systemd
+    iproute2 systemd kmod e2fsprogs util-linux
 )
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
