@@ -45,7 +45,9 @@ from api.node import shim_pb2 as node_pb2
 from ttrpc import Client, ServiceStub, StatusError, TtrpcError
 
 NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Shim"]
-DAEMON_START_SECONDS = 20.0
+# Only waited when no daemon answers. The daemon reattaches its pods' VMs before serving,
+# which takes a while on a loaded node; a start that gives up early would fail the pod.
+DAEMON_START_SECONDS = 60.0
 CALL_SECONDS = 30.0
 
 
