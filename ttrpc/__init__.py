@@ -17,6 +17,7 @@ Client::
 """
 
 from ttrpc.client import Client, ClientConnection
+from ttrpc.connection import ServerConnection
 from ttrpc.context import CallContext, Metadata, MetadataArg
 from ttrpc.errors import (
     Aborted,
@@ -42,7 +43,7 @@ from ttrpc.errors import (
     status_error,
 )
 from ttrpc.framing import MAX_MESSAGE_LENGTH
-from ttrpc.server import Server, ServerConnection
+from ttrpc.server import Server
 from ttrpc.service import ServiceStub
 from ttrpc.transport import PeerCheck, PeerCredentials, same_uid
 
