@@ -159,9 +159,12 @@ async def test_handler_errors_become_statuses(
 async def test_unexpected_handler_error_is_logged(
     client: ttrpc.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="ttrpc.server"), pytest.raises(ttrpc.Unknown):
+    with caplog.at_level(logging.ERROR, logger="ttrpc.connection"), pytest.raises(ttrpc.Unknown):
         await client.call(SERVICE, "Fail", StringValue(value="kaputt"), Empty)
-    assert any("Fail failed" in r.getMessage() and r.exc_info for r in caplog.records)
+    assert any(
+        r.name == "ttrpc.connection" and "Fail failed" in r.getMessage() and r.exc_info
+        for r in caplog.records
+    )
 
 
 async def test_handler_returning_the_wrong_type_is_internal(client: ttrpc.Client) -> None:

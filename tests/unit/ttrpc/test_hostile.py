@@ -1,6 +1,6 @@
 """Malformed and malicious frames against our server (and our client).
 
-The server answers as containerd/ttrpc's Go server does (see ttrpc/server.py) and
+The server answers as containerd/ttrpc's Go server does (see ttrpc/connection.py) and
 keeps serving: the offending connection where Go keeps it, every other one always.
 """
 
