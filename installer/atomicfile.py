@@ -1,46 +1,37 @@
-"""Crash-safe file replacement: temp file in the same directory, fsync, rename, fsync dir.
+"""Crash-safe file replacement for the installer, over :mod:`guest.fsatomic`.
 
-Each step is a module-level function so tests can inject a failure (or a kill) between
-any two of them. Whatever happens, the target path holds either its old or its new
-content, never a mix; a temp file left by a killed run is removed by the next one.
+Each step is a module-level function here so tests can inject a failure (or a kill)
+between any two of them: the steps are looked up at every write. Whatever happens, the
+target path holds either its old or its new content, never a mix; a temp file left by a
+killed run is removed by the next one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from guest import fsatomic
 from installer.errors import WriteError
 
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".contrast-tmp-"
 
-
-def create_temp(directory: Path, name: str) -> tuple[int, Path]:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}{TEMP_MARK}", dir=directory)
-    return fd, Path(tmp)
-
-
-def sync_file(fd: int) -> None:
-    os.fsync(fd)
+# The steps tests patch; atomic_replace reads them from this module at each call.
+create_temp = fsatomic.create_temp
+sync_file = fsatomic.sync_file
+publish = fsatomic.publish
+sync_dir = fsatomic.sync_dir
 
 
-def publish(tmp: Path, path: Path) -> None:
-    tmp.replace(path)
-
-
-def sync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _steps() -> fsatomic.Steps:
+    return fsatomic.Steps(
+        create_temp=create_temp, sync_file=sync_file, publish=publish, sync_dir=sync_dir
+    )
 
 
 def remove_stale_temps(path: Path) -> None:
@@ -60,37 +51,23 @@ def atomic_replace(
     An exception inside the block (an integrity failure, say) discards the temp file
     and leaves ``path`` untouched. Raises WriteError when a write step fails.
     """
-    directory = path.parent
     try:
         remove_stale_temps(path)
-        fd, tmp = create_temp(directory, path.name)
     except OSError as err:
-        raise WriteError(f"{path}: cannot create a temp file in {directory}: {err}") from err
-    published = False
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            yield stream
-            try:
-                stream.flush()
-                os.fchmod(stream.fileno(), mode)
-                if owner is not None:
-                    os.fchown(stream.fileno(), *owner)
-                sync_file(stream.fileno())
-            except OSError as err:
-                raise WriteError(f"{path}: writing the new content failed: {err}") from err
-        try:
-            publish(tmp, path)
-        except OSError as err:
-            raise WriteError(f"{path}: renaming {tmp.name} into place failed: {err}") from err
-        published = True
-    finally:
-        if not published:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-    try:
-        sync_dir(directory)
-    except OSError as err:
-        raise WriteError(f"{path}: written, but syncing {directory} failed: {err}") from err
+        raise WriteError(f"{path}: cannot create a temp file in {path.parent}: {err}") from err
+
+    def error(what: str, err: OSError) -> WriteError:
+        return WriteError(f"{path}: {what}: {err}")
+
+    with fsatomic.replace_file(
+        path,
+        prefix=f".{path.name}{TEMP_MARK}",
+        mode=mode,
+        owner=owner,
+        error=error,
+        steps=_steps(),
+    ) as stream:
+        yield stream
 
 
 def write_atomic(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from agent.sandbox.errors import StateError
+from guest import fsatomic
 
 log = logging.getLogger(__name__)
 
@@ -169,14 +168,6 @@ def _decode(raw: bytes) -> SandboxRecord:
     )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class StateStore:
     """Sandbox records on disk below ``root`` (the daemon's state directory)."""
 
@@ -189,21 +180,15 @@ class StateStore:
     def save(self, record: SandboxRecord) -> None:
         """Write ``record`` atomically; raises StateError."""
         path = self.path(record.namespace, record.id)
+
+        def error(what: str, err: OSError) -> StateError:
+            return StateError(f"cannot write sandbox state {path}: {err}")
+
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         except OSError as err:
             raise StateError(f"cannot write sandbox state {path}: {err}") from err
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(_encode(record))
-                out.flush()
-                os.fsync(out.fileno())
-            Path(tmp).rename(path)
-            _fsync_dir(path.parent)
-        except OSError as err:
-            Path(tmp).unlink(missing_ok=True)
-            raise StateError(f"cannot write sandbox state {path}: {err}") from err
+        fsatomic.write_file(path, _encode(record), prefix=f".{path.name}.", error=error)
 
     def remove(self, namespace: str, sandbox_id: str) -> None:
         """Forget a sandbox (no error when it is already gone); raises StateError."""
@@ -211,7 +196,7 @@ class StateStore:
         try:
             path.unlink(missing_ok=True)
             if path.parent.exists():
-                _fsync_dir(path.parent)
+                fsatomic.sync_dir(path.parent)
         except OSError as err:
             raise StateError(f"cannot remove sandbox state {path}: {err}") from err
 

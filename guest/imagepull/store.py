@@ -25,6 +25,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from guest import fsatomic
 from guest.imagepull.digest import Digest
 from guest.imagepull.errors import StoreError, VerificationError
 
@@ -104,17 +105,7 @@ class LayerStore:
         path = self.blob_path(digest)
         if path.exists():
             return
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            Path(tmp).rename(path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        fsatomic.write_file(path, data, prefix=".tmp-")
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)
@@ -149,7 +140,7 @@ class LayerStore:
                 raise StoreError(f"cannot publish layer {staged.digest}: {err}") from err
             self.discard(staged)  # another pull published the same layer first
         else:
-            _fsync_dir(final.parent)
+            fsatomic.sync_dir(final.parent)
         return final
 
     def clean_staging(self) -> None:
@@ -160,14 +151,6 @@ class LayerStore:
     def container_dir(self, bundle: Path) -> Path:
         key = hashlib.sha256(os.fsencode(bundle.resolve())).hexdigest()[:32]
         return self.root / "containers" / key
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _syncfs(path: Path) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from guest import fsatomic
 from guest.initdata import disk, document
 from guest.initdata.binding import bind
 from guest.initdata.errors import InitdataError
@@ -106,7 +107,7 @@ def _publish(output: Path, files: Mapping[str, str]) -> None:
         for name, content in sorted(files.items()):
             document.check_name(name)
             _write(staging, name, content.encode("utf-8"))
-        _fsync_dir(staging)
+        fsatomic.sync_dir(staging)
         _swap(staging, output)
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
@@ -132,7 +133,7 @@ def _write(root: Path, name: str, data: bytes) -> None:
         finally:
             os.close(fd)
         for folder in target.relative_to(root).parents[:-1]:
-            _fsync_dir(root / folder)
+            fsatomic.sync_dir(root / folder)
     except OSError as err:
         raise InitdataError(f"cannot write initdata [data] entry {name!r}: {err}") from err
 
@@ -144,7 +145,7 @@ def _swap(staging: Path, output: Path) -> None:
             old = output.with_name(f".{output.name}.old-{secrets.token_hex(4)}")
             output.rename(old)
         staging.rename(output)
-        _fsync_dir(output.parent)
+        fsatomic.sync_dir(output.parent)
     except OSError as err:
         raise InitdataError(f"cannot publish {output}: {err}") from err
     if old is not None:
@@ -152,11 +153,3 @@ def _swap(staging: Path, output: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             old.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
