@@ -9,23 +9,18 @@ Failures raise :class:`NetconfigError`, whose message names the device and value
 the agent maps it to a ttrpc status (INVALID_ARGUMENT for :class:`BadRequest`,
 INTERNAL otherwise).
 
-DNS: :data:`RESOLV_CONF` (``/run/contrast/sandbox/resolv.conf``) is written from
-CreateSandboxRequest.dns by :func:`write_resolv_conf`. When a container's OCI spec
-mounts ``/etc/resolv.conf``, the agent bind-mounts this file (read-only) instead of
-the host-side source, as Kata does with its sandbox resolv.conf.
+DNS: :func:`resolv_conf_text` validates CreateSandboxRequest.dns and renders it; the
+agent's sandbox (guest/agent/sandbox.py) writes the result with the pod's other files.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
@@ -33,7 +28,6 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from api.kata import types_pb2
 
-RESOLV_CONF = Path("/run/contrast/sandbox/resolv.conf")
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL = 2
 VIRTIO_NET_MODULE = "virtio_net"
@@ -334,26 +328,3 @@ def resolv_conf_text(lines: Sequence[str]) -> str:
         if keyword not in _RESOLV_KEYWORDS:
             raise BadRequest(f"DNS line {line!r} is not one of {', '.join(_RESOLV_KEYWORDS)}")
     return "".join(f"{line.strip()}\n" for line in lines)
-
-
-def write_resolv_conf(lines: Sequence[str], path: Path = RESOLV_CONF) -> Path:
-    """Write the pod's resolv.conf atomically (temp file, fsync, rename, fsync dir)."""
-    text = resolv_conf_text(lines)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".resolv.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dirfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dirfd)
-    finally:
-        os.close(dirfd)
-    return path

@@ -40,18 +40,15 @@ def test_bad_interface_is_refused_before_netlink(
         netconfig.update_interface(request_)
 
 
-def test_resolv_conf_lines(tmp_path: Path) -> None:
-    path = netconfig.write_resolv_conf(
+def test_resolv_conf_lines() -> None:
+    text = netconfig.resolv_conf_text(
         ["nameserver 10.96.0.10", "search default.svc.cluster.local svc.cluster.local",
          "options ndots:5"],
-        tmp_path / "sandbox" / "resolv.conf",
     )  # fmt: skip
-    assert path.read_text() == (
+    assert text == (
         "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\n"
         "options ndots:5\n"
     )
-    assert oct(path.stat().st_mode & 0o777) == "0o644"
-    assert [p.name for p in path.parent.iterdir()] == ["resolv.conf"]
 
 
 @pytest.mark.parametrize(
@@ -59,10 +56,9 @@ def test_resolv_conf_lines(tmp_path: Path) -> None:
     [("nameserver 1.1.1.1\nnameserver 6.6.6.6", "line break"), ("hosts evil", "not one of"),
      ("", "not one of")],
 )  # fmt: skip
-def test_bad_dns_lines_write_nothing(tmp_path: Path, line: str, message: str) -> None:
+def test_bad_dns_lines_are_refused(line: str, message: str) -> None:
     with pytest.raises(netconfig.BadRequest, match=message):
-        netconfig.write_resolv_conf([line], tmp_path / "resolv.conf")
-    assert not (tmp_path / "resolv.conf").exists()
+        netconfig.resolv_conf_text([line])
 
 
 def test_host_side_name_checks() -> None:
