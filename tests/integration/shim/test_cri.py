@@ -11,8 +11,8 @@ import pytest
 import tomlkit
 
 from devkit.containerd import Containerd, running_containerd
+from devkit.cri import Cri
 from installer import containerd_config
-from tests.integration.shim.cri import Cri
 from tests.integration.shim.image import write_image
 from tests.integration.shim.node import SHIM, Node
 from tests.integration.shim.test_containerd import RUNTIME_CONFIG, ctr

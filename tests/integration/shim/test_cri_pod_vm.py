@@ -18,6 +18,7 @@ import pytest
 
 from api.containerd.cri.runtime.v1 import api_pb2
 from devkit.containerd import Containerd, sandboxed_config
+from devkit.cri import Cri
 from devkit.topology import (
     GATEWAY,
     PREFIX,
@@ -30,7 +31,6 @@ from devkit.topology import (
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from tests.conftest import require_programs
-from tests.integration.shim.cri import Cri
 from tests.integration.shim.image import write_image
 from tests.integration.shim.node import Node, node_env
 from tests.integration.shim.test_containerd import ctr
