@@ -24,6 +24,7 @@ from google.protobuf import any_pb2, empty_pb2
 
 from agent.events.envelope import timestamp
 from agent.sandbox import config as runtime_config
+from agent.sandbox import metrics as sandbox_metrics
 from agent.sandbox.backend import ContainerSpec
 from agent.sandbox.errors import (
     BackendError,
@@ -359,7 +360,7 @@ class TaskService(TaskProcesses):
         pod, _ = self.pods.find(request_namespace(ctx), request.id)
         metrics = await self._sandbox(pod).stats(request.id)
         return shim_pb2.StatsResponse(
-            stats=any_pb2.Any(type_url="io.containerd.cgroups.v1.Metrics", value=metrics)
+            stats=any_pb2.Any(type_url=sandbox_metrics.TYPE_URL, value=metrics)
         )
 
     @translated

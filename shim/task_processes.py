@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.events import EventForwarder, ForwardError
 from agent.events.envelope import timestamp
-from agent.sandbox import allowlist
+from agent.sandbox import allowlist, resolv
 from agent.sandbox import config as runtime_config
 from agent.sandbox.backend import SandboxBackend, SandboxSpec
 from agent.sandbox.errors import SandboxError, TaskStateError, UnknownTaskError
@@ -158,6 +158,7 @@ class TaskProcesses:
             run_dir=sandbox_run_dir(self.run_dir, namespace, sandbox_id),
             netns=netns_of(oci),
             hostname=str(oci.get("hostname", "")),
+            dns=resolv.pod_dns(oci),
         )
         # Recorded before the VM starts: a daemon dying during the launch leaves a record
         # from which the next one finds and stops the VM.

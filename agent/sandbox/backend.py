@@ -39,6 +39,8 @@ class SandboxSpec:
     # The pod's network namespace (CNI), None for pods without one (ctr run).
     netns: Path | None
     hostname: str = ""
+    # The pod's resolv.conf directives, for the guest (agent.sandbox.resolv).
+    dns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class PodSandbox(Protocol):
     async def pids(self, container_id: str) -> list[int]: ...
 
     async def stats(self, container_id: str) -> bytes:
-        """Serialized cgroup metrics (containerd's ``io.containerd.cgroups.v1.Metrics``)."""
+        """Serialized cgroup metrics (``agent.sandbox.metrics.TYPE_URL``: containerd's
+        ``io.containerd.cgroups.v2.Metrics``)."""
         ...
 
 

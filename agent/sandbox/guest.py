@@ -8,13 +8,14 @@ up (or, in development, found a guest agent on a unix socket) hands it an
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from google.protobuf.message import Message
 
-from agent.sandbox import oci
+from agent.sandbox import metrics, oci
 from agent.sandbox.backend import ContainerSpec, Stream
 from agent.sandbox.errors import BackendError, GuestAgentError
 from agent.sandbox.state import VmRecord
@@ -60,10 +61,13 @@ class GuestSandbox:
         except (TtrpcError, OSError, TimeoutError) as err:
             raise BackendError(f"guest agent {rpc}: {type(err).__name__}: {err}") from err
 
-    async def create_sandbox(self, hostname: str, sandbox_id: str) -> None:
-        """AgentService/CreateSandbox: the guest prepares the pod (pause process, pidns)."""
+    async def create_sandbox(
+        self, hostname: str, sandbox_id: str, dns: tuple[str, ...] = ()
+    ) -> None:
+        """AgentService/CreateSandbox: the guest prepares the pod (pause process, pidns,
+        its hostname, hosts and resolv.conf from ``dns``)."""
         request = agent_pb2.CreateSandboxRequest(
-            hostname=hostname, sandbox_id=sandbox_id, sandbox_pidns=True
+            hostname=hostname, dns=dns, sandbox_id=sandbox_id, sandbox_pidns=True
         )
         await self._call("CreateSandbox", request)
 
@@ -145,14 +149,32 @@ class GuestSandbox:
         await self._call("UpdateContainer", request)
 
     async def pids(self, container_id: str) -> list[int]:
-        raise NotImplementedError(
-            "Pids: the Kata agent protocol has no process listing; not mapped yet"
-        )
+        """AgentService/ListProcesses ("json"): the container's pids in the guest.
+
+        Raises GuestAgentError (e.g. the policy denies ListProcessesRequest) and
+        BackendError for an answer that is not a JSON array of pids.
+        """
+        request = agent_pb2.ListProcessesRequest(container_id=container_id, format="json")
+        reply = await self._call("ListProcesses", request)
+        try:
+            pids = json.loads(reply.process_list)
+        except ValueError as err:
+            raise BackendError(f"guest agent ListProcesses: the answer is not JSON: {err}") from err
+        if not isinstance(pids, list) or not all(
+            type(p) is int and p > 0
+            for p in pids  # bool is an int subclass: exact type
+        ):
+            raise BackendError(
+                f"guest agent ListProcesses: expected a JSON array of pids, got {pids!r:.200}"
+            )
+        return pids
 
     async def stats(self, container_id: str) -> bytes:
-        raise NotImplementedError(
-            "Stats: mapping StatsContainer to containerd's cgroup metrics is not done yet"
-        )
+        """AgentService/StatsContainer as serialized ``io.containerd.cgroups.v2.Metrics``
+        (:data:`agent.sandbox.metrics.TYPE_URL`). Raises GuestAgentError, BackendError."""
+        request = agent_pb2.StatsContainerRequest(container_id=container_id)
+        reply = await self._call("StatsContainer", request)
+        return metrics.from_agent(reply.cgroup_stats).SerializeToString()
 
     async def close(self) -> None:
         """Drop the connection to the guest agent (the sandbox itself keeps running)."""

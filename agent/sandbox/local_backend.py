@@ -47,7 +47,7 @@ class LocalAgentBackend:
     async def create(self, spec: SandboxSpec) -> PodSandbox:
         sandbox = await self._connect()
         try:
-            await sandbox.create_sandbox(spec.hostname, spec.id)
+            await sandbox.create_sandbox(spec.hostname, spec.id, spec.dns)
         except SandboxError:
             await sandbox.close()
             raise

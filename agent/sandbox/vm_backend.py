@@ -149,7 +149,7 @@ class PodVmBackend:
                     await configure_guest(sandbox.agent.agent, network[0], spec.id, timeout)
                 except (TtrpcError, TimeoutError) as err:
                     raise BackendError(f"sandbox {spec.id}: guest network: {err}") from err
-            await sandbox.create_sandbox(spec.hostname, spec.id)
+            await sandbox.create_sandbox(spec.hostname, spec.id, spec.dns)
         except (VMError, AgentTransportError, SandboxError) as err:
             await vm.stop(spec.config.timeouts.stop_seconds)
             if isinstance(err, SandboxError):

@@ -94,6 +94,22 @@ class WaitProcessResponse(_message.Message):
     status: int
     def __init__(self, status: _Optional[int] = ...) -> None: ...
 
+class ListProcessesRequest(_message.Message):
+    __slots__ = ("container_id", "format", "args")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    format: str
+    args: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, container_id: _Optional[str] = ..., format: _Optional[str] = ..., args: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListProcessesResponse(_message.Message):
+    __slots__ = ("process_list",)
+    PROCESS_LIST_FIELD_NUMBER: _ClassVar[int]
+    process_list: bytes
+    def __init__(self, process_list: _Optional[bytes] = ...) -> None: ...
+
 class UpdateContainerRequest(_message.Message):
     __slots__ = ("container_id", "resources")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]

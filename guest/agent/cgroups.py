@@ -7,10 +7,12 @@ files of the memory, cpuacct and pids controllers.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from api.kata import agent_pb2
+from guest.agent.errors import AgentError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _MAX = 2**64 - 1
@@ -59,6 +61,23 @@ class Cgroup:
         if self.unified:
             return self._keyed("memory", "memory.events").get("oom_kill", 0)
         return self._keyed("memory", "memory.oom_control").get("oom_kill", 0)
+
+    def pids(self) -> list[int]:
+        """Every process in the cgroup and its sub-groups (``cgroup.procs``), sorted.
+
+        Pids are those of the agent's pid namespace. Raises AgentError when the
+        cgroup is gone or unreadable.
+        """
+        top = self._file("pids", "")
+        found: set[int] = set()
+        try:
+            for directory, _, files in os.walk(top, onerror=_raise):
+                if "cgroup.procs" in files:
+                    text = (Path(directory) / "cgroup.procs").read_text()
+                    found.update(int(line) for line in text.split() if line.isdigit())
+        except OSError as err:
+            raise AgentError(f"cannot list the processes of cgroup {top}: {err}") from err
+        return sorted(found)
 
     def exists(self) -> bool:
         return self._file("memory", "").exists()
@@ -110,3 +129,7 @@ class Cgroup:
                 current=self._int("pids", "pids.current"), limit=self._int("pids", "pids.max")
             ),
         )
+
+
+def _raise(err: OSError) -> None:
+    raise err

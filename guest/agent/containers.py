@@ -301,6 +301,10 @@ class Containers:
         shutil.rmtree(container.bundle, ignore_errors=True)
         log.info("container %s removed", cid)
 
+    def pids(self, cid: str) -> list[int]:
+        """Pids of the container's processes (its cgroup). Raises NotFound, AgentError."""
+        return self.get(cid).cgroup.pids()
+
     def stats(self, cid: str) -> Any:
         return self.get(cid).cgroup.stats()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -190,6 +191,19 @@ class AgentService:
     ) -> agent_pb2.WaitProcessResponse:
         status = await self.containers.wait(request.container_id, request.exec_id)
         return agent_pb2.WaitProcessResponse(status=status)
+
+    @guarded
+    async def ListProcesses(
+        self, request: agent_pb2.ListProcessesRequest, ctx: ttrpc.CallContext
+    ) -> agent_pb2.ListProcessesResponse:
+        # Kata's contract: "json" is a JSON array of pids (args are ps options, for
+        # "table" only); "table" would run ps in the guest, which we do not serve.
+        if request.format != "json":
+            raise InvalidRequest(
+                f'ListProcesses: format {request.format!r} is not served (only "json")'
+            )
+        pids = self.containers.pids(request.container_id)
+        return agent_pb2.ListProcessesResponse(process_list=json.dumps(pids).encode())
 
     @guarded
     async def UpdateContainer(
