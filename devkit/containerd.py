@@ -17,6 +17,7 @@ import grpc
 import tomlkit
 
 from api.containerd.cri.runtime.v1 import api_pb2
+from devkit import ownership
 from devkit.errors import DevkitError
 
 # Plugins that only probe the host (and log errors) in a temporary root.
@@ -81,6 +82,7 @@ def running_containerd(config_text: str, work: Path) -> Iterator[Containerd]:
     sockets = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
     socket = sockets / "c.sock"
     log = work / "containerd.log"
+    ownership.claim()  # containerd, its shims and their daemon carry the owner marker
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
             [

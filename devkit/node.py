@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit import ownership
+
 BIN = Path(sys.executable).parent
 SHIM = BIN / "containerd-shim-contrast-cc-v2"
 REPO = Path(__file__).parents[1]
@@ -91,6 +93,8 @@ def node_env(
         "CONTRAST_BACKEND": backend,
         "TTRPC_ADDRESS": str(root / "containerd.sock.ttrpc"),
         "PYTHONPATH": str(REPO),
+        # The daemon a shim starts here, and its QEMUs, are swept when we were killed.
+        ownership.MARKER: ownership.claim(),
     }
     if agent_socket is not None:
         env["CONTRAST_AGENT_SOCKET"] = str(agent_socket)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from devkit import ownership
 from devkit.command import run
 from devkit.errors import CommandFailed
 
@@ -255,6 +256,7 @@ class Registry:
 
     def __enter__(self) -> Registry:
         log = self._log.open("wb")
+        ownership.claim()  # swept when its owner was killed before __exit__
         self._proc = subprocess.Popen(
             ["docker-registry", "serve", str(self.config_path)],
             stdin=subprocess.DEVNULL,

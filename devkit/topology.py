@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from devkit import ownership
 from devkit.errors import DevkitError
 
 SUBNET = "10.213.47"
@@ -56,7 +57,13 @@ class Topology:
 
 
 def add_netns(name: str) -> None:
-    ip("netns", "add", name)
+    """A netns with lo up, recorded as this process's (see devkit.ownership.sweep)."""
+    ownership.record_netns(name)
+    try:
+        ip("netns", "add", name)
+    except DevkitError:
+        ownership.forget_netns(name)
+        raise
     ip("-n", name, "link", "set", "lo", "up")
 
 
@@ -65,6 +72,7 @@ def delete_netns(name: str) -> None:
         ["ip", "netns", "delete", name], stdin=subprocess.DEVNULL, capture_output=True,
         timeout=10, check=False,
     )  # fmt: skip
+    ownership.forget_netns(name)
 
 
 @contextmanager
