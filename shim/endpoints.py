@@ -1,8 +1,10 @@
 """One Task socket per containerd namespace (see :class:`NamespaceBound`).
 
-``<run dir>/ns/<namespace>.sock``, created when the first task of the namespace is
-registered (or a persisted sandbox of it is loaded), mode 0600, same peer check as
-the daemon's main socket.
+``<run dir>/daemon-ns/<namespace>.sock``, created when the first task of the namespace
+is registered (or a persisted sandbox of it is loaded), mode 0600, same peer check as
+the daemon's main socket. containerd does not dial these: it dials the relay's
+``<run dir>/ns/<namespace>.sock`` (:mod:`agent.relay`), which holds containerd's
+connections across a daemon restart and passes every frame on to these sockets.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.daemon import settings as daemon_settings
 from agent.sandbox.state import check_id
 from shim import task
 from ttrpc import CallContext, InvalidArgument, PeerCheck, Server
@@ -53,7 +56,7 @@ class Endpoints:
     """The per-namespace Task servers of one daemon."""
 
     def __init__(self, run_dir: Path, tasks: task.TaskService, peer_check: PeerCheck) -> None:
-        self.folder = run_dir / "ns"
+        self.folder = run_dir / daemon_settings.DAEMON_NS_DIR
         self.tasks = tasks
         self.peer_check = peer_check
         self._servers: dict[str, Server] = {}

@@ -9,9 +9,10 @@ with ``TTRPC_ADDRESS`` (containerd's ttrpc socket, for events) in the environmen
 and, for ``start``, the runtime options (a protobuf ``Any``) on stdin.
 
 - ``start`` makes sure the node daemon runs (starting it when it does not),
-  registers the task with it, writes the daemon's address into the bundle's
+  registers the task with it, makes sure the node relay (:mod:`agent.relay`) runs and
+  listens for the task's namespace, writes the relay's address into the bundle's
   ``address`` file (containerd reads it back when it restarts) and prints the
-  address as ``unix:///run/contrast/daemon.sock``. The prefix matters: containerd
+  address as ``unix:///run/contrast/ns/<namespace>.sock``. The prefix matters: containerd
   1.6's shim dialer takes an address *without* ``unix://`` for an abstract socket
   (it dials ``"\\x00" + address``); with the prefix it dials the filesystem path,
   and so do later containerd releases.
@@ -28,7 +29,6 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,14 +37,17 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
 from agent.daemon import settings as daemon_settings
+from agent.daemon.lifecycle import spawn_detached
 from agent.events.envelope import timestamp
 from agent.sandbox.errors import SandboxError
 from agent.sandbox.state import StateStore
 from api.containerd.task.v2 import shim_pb2
+from api.node import relay_pb2
 from api.node import shim_pb2 as node_pb2
 from ttrpc import Client, ServiceStub, StatusError, TtrpcError
 
 NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Shim"]
+RELAY_SERVICE = relay_pb2.DESCRIPTOR.services_by_name["Relay"]
 # Only waited when no daemon answers. The daemon reattaches its pods' VMs before serving,
 # which takes a while on a loaded node; a start that gives up early would fail the pod.
 DAEMON_START_SECONDS = 60.0
@@ -73,39 +76,60 @@ async def _connect(socket: Path) -> Client | None:
         return None
 
 
-def _spawn_daemon(config: daemon_settings.Settings) -> None:
-    """Start the daemon in its own session, detached from containerd and from us."""
-    config.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(config.run_dir / daemon_settings.LOG_FILE, "ab") as log:
-        subprocess.Popen(
-            [sys.executable, "-m", "agent.daemon"],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-            cwd="/",
-            close_fds=True,
-        )
+async def ensure_running(
+    socket: Path, module: str, log_name: str, run_dir: Path, what: str
+) -> Client:
+    """A connection to ``socket``, starting ``python -m module`` detached first when
+    nobody answers there; raises ShimError."""
+    client = await _connect(socket)
+    if client is not None:
+        return client
+    spawn_detached(module, run_dir, log_name)
+    deadline = time.monotonic() + DAEMON_START_SECONDS
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        client = await _connect(socket)
+        if client is not None:
+            return client
+    log = run_dir / log_name
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise ShimError(
+        f"the {what} did not come up on {socket} within "
+        f"{DAEMON_START_SECONDS:.0f} s; its log {log} ends: {tail.strip()}"
+    )
 
 
 async def ensure_daemon(config: daemon_settings.Settings) -> Client:
     """A connection to the daemon, starting it first when nobody answers; raises ShimError."""
-    client = await _connect(config.socket)
-    if client is not None:
-        return client
-    _spawn_daemon(config)
-    deadline = time.monotonic() + DAEMON_START_SECONDS
-    while time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        client = await _connect(config.socket)
-        if client is not None:
-            return client
-    log = config.run_dir / daemon_settings.LOG_FILE
-    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise ShimError(
-        f"the node daemon did not come up on {config.socket} within "
-        f"{DAEMON_START_SECONDS:.0f} s; its log {log} ends: {tail.strip()}"
+    return await ensure_running(
+        config.socket, "agent.daemon", daemon_settings.LOG_FILE, config.run_dir, "node daemon"
     )
+
+
+async def ensure_relay(config: daemon_settings.Settings) -> Client:
+    """A connection to the relay, starting it first when nobody answers; raises ShimError."""
+    return await ensure_running(
+        config.relay_socket,
+        "agent.relay",
+        daemon_settings.RELAY_LOG_FILE,
+        config.run_dir,
+        "node relay",
+    )
+
+
+async def relay_listen(config: daemon_settings.Settings, namespace: str) -> str:
+    """The relay's address for ``namespace`` (containerd dials it); raises ShimError."""
+    client = await ensure_relay(config)
+    try:
+        reply = await ServiceStub(client, RELAY_SERVICE).Listen(
+            relay_pb2.ListenRequest(namespace=namespace), timeout=CALL_SECONDS
+        )
+    except TtrpcError as err:
+        raise ShimError(f"the node relay cannot serve namespace {namespace}: {err}") from err
+    finally:
+        await client.close()
+    assert isinstance(reply, relay_pb2.ListenResponse)
+    return reply.address
 
 
 def read_options(data: bytes) -> any_pb2.Any | None:
@@ -123,10 +147,11 @@ def read_options(data: bytes) -> any_pb2.Any | None:
 async def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
     """Register the task with the (possibly just started) daemon; its address."""
     config = daemon_settings.from_env()
+    namespace = args.namespace or os.environ.get("NAMESPACE", "")
     client = await ensure_daemon(config)
     try:
         request = node_pb2.RegisterRequest(
-            namespace=args.namespace or os.environ.get("NAMESPACE", ""),
+            namespace=namespace,
             id=args.id,
             bundle=str(Path.cwd()),
             ttrpc_address=os.environ.get("TTRPC_ADDRESS", ""),
@@ -141,8 +166,11 @@ async def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
     finally:
         await client.close()
     assert isinstance(reply, node_pb2.RegisterResponse)
-    Path("address").write_text(reply.address)
-    return reply.address
+    # The daemon serves the namespace on reply.address; containerd dials the relay, which
+    # holds its connections while the daemon restarts.
+    address = await relay_listen(config, namespace)
+    Path("address").write_text(address)
+    return address
 
 
 def delete_locally(config: daemon_settings.Settings, namespace: str, task_id: str) -> None:

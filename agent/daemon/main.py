@@ -3,8 +3,10 @@
 Start-up: take the run directory's lock (one daemon per node), load the persisted
 sandboxes and reattach them, serve ``containerd.task.v2.Task`` (also as ``v3``) and
 ``contrast.node.v1.Shim`` on ``<run dir>/daemon.sock`` (mode 0600, peers must be
-root), write ``daemon.pid`` (the DaemonSet's shim launcher enters our mount namespace
-through it), then tell systemd READY=1. SIGTERM/SIGINT stop serving; pod-VMs keep
+root) and each namespace's Task socket ``<run dir>/daemon-ns/<namespace>.sock``
+(containerd reaches those through the relay, :mod:`agent.relay`), write
+``daemon.pid`` (the DaemonSet's shim launcher enters our mount namespace through it),
+then tell systemd READY=1. SIGTERM/SIGINT stop serving; pod-VMs keep
 running for the next daemon to reattach.
 
 Exit codes: 0 after a signal, 1 on a start-up failure (one line on stderr or in the
@@ -15,17 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import fcntl
 import logging
-import os
 import signal
 import sys
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 from agent.daemon import settings as daemon_settings
+from agent.daemon.lifecycle import (
+    InstanceError,
+    remove_pid_file,
+    root_only,
+    single_instance,
+    write_pid_file,
+)
 from agent.daemon.systemd import Notifier, SystemdError, setup_logging
 from agent.events import EventForwarder
 from agent.sandbox.backend import SandboxBackend
@@ -35,44 +38,13 @@ from agent.sandbox.vm_backend import PodVmBackend
 from shim import control, task
 from shim.endpoints import Endpoints
 from shim.pods import Pods
-from ttrpc import PeerCredentials, Server, TtrpcError
+from ttrpc import Server, TtrpcError
 
 log = logging.getLogger("agent.daemon")
 
 
 class DaemonError(Exception):
     """The daemon cannot start; names what is wrong."""
-
-
-def root_only(peer: PeerCredentials) -> bool:
-    """Peers must be root (containerd, the shim entry), or our own uid when we are not."""
-    return peer.uid in {0, os.geteuid()}
-
-
-@contextlib.contextmanager
-def single_instance(run_dir: Path) -> Iterator[None]:
-    """Hold ``daemon.lock`` in ``run_dir``; DaemonError when another daemon holds it."""
-    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(run_dir / daemon_settings.LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise DaemonError(f"another node daemon is running on {run_dir}") from err
-        yield
-    finally:
-        os.close(fd)
-
-
-def write_pid_file(path: Path) -> None:
-    """Our pid into ``path``, atomically."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        out.write(f"{os.getpid()}\n")
-        out.flush()
-        os.fsync(out.fileno())
-    Path(tmp).chmod(0o644)
-    Path(tmp).rename(path)
 
 
 def make_backend(config: daemon_settings.Settings) -> SandboxBackend:
@@ -116,9 +88,7 @@ async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
         notifier.notify("STOPPING=1")
         log.info("stopping; pod-VMs keep running")
         watchdog.cancel()
-        with contextlib.suppress(OSError):
-            if config.pid_file.read_text().strip() == str(os.getpid()):
-                config.pid_file.unlink()
+        remove_pid_file(config.pid_file)
         await server.close()
         await endpoints.close()
         await tasks.close()
@@ -137,9 +107,15 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(logging.DEBUG if args.debug else logging.INFO)
         notifier = Notifier()
         config = daemon_settings.from_env()
-        with single_instance(config.run_dir):
+        with single_instance(config.run_dir, daemon_settings.LOCK_FILE, "node daemon"):
             return asyncio.run(serve(config, notifier))
-    except (DaemonError, SystemdError, daemon_settings.SettingsError, OSError) as err:
+    except (
+        DaemonError,
+        InstanceError,
+        SystemdError,
+        daemon_settings.SettingsError,
+        OSError,
+    ) as err:
         print(f"contrast-node-daemon: {err}", file=sys.stderr)
         log.error("start-up failed: %s", err)  # noqa: TRY400 (the message says it all)
         return 1

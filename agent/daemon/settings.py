@@ -5,7 +5,14 @@ it on to a daemon it starts): ``CONTRAST_RUN_DIR`` (default ``/run/contrast``: t
 socket, the pid file, each sandbox's sockets and logs), ``CONTRAST_STATE_DIR``
 (default ``/var/lib/contrast``: persisted sandbox state), ``CONTRAST_BACKEND``
 (``pod-vm``, the default, or ``local-agent`` with ``CONTRAST_AGENT_SOCKET``: a guest
-agent on a host unix socket, for development and tests).
+agent on a host unix socket, for development and tests), ``CONTRAST_DAEMON_SUPERVISED``
+(``1``: a service manager restarts the daemon, so the relay must not; see
+:mod:`agent.relay`).
+
+Sockets in the run directory: ``daemon.sock`` (the daemon: Shim and Task),
+``daemon-ns/<namespace>.sock`` (the daemon's Task service per containerd namespace,
+dialled only by the relay), ``relay.sock`` (the relay's control service) and
+``ns/<namespace>.sock`` (the relay: what containerd dials).
 """
 
 from __future__ import annotations
@@ -19,6 +26,12 @@ SOCKET = "daemon.sock"
 PID_FILE = "daemon.pid"
 LOCK_FILE = "daemon.lock"
 LOG_FILE = "daemon.log"
+DAEMON_NS_DIR = "daemon-ns"
+RELAY_SOCKET = "relay.sock"
+RELAY_PID_FILE = "relay.pid"
+RELAY_LOCK_FILE = "relay.lock"
+RELAY_LOG_FILE = "relay.log"
+NS_DIR = "ns"
 BACKENDS = ("pod-vm", "local-agent")
 
 
@@ -32,6 +45,7 @@ class Settings:
     state_dir: Path
     backend: str
     agent_socket: Path | None
+    supervised: bool = False
 
     @property
     def socket(self) -> Path:
@@ -40,6 +54,22 @@ class Settings:
     @property
     def pid_file(self) -> Path:
         return self.run_dir / PID_FILE
+
+    @property
+    def daemon_ns_dir(self) -> Path:
+        return self.run_dir / DAEMON_NS_DIR
+
+    @property
+    def relay_socket(self) -> Path:
+        return self.run_dir / RELAY_SOCKET
+
+    @property
+    def relay_pid_file(self) -> Path:
+        return self.run_dir / RELAY_PID_FILE
+
+    @property
+    def ns_dir(self) -> Path:
+        return self.run_dir / NS_DIR
 
 
 def from_env(env: Mapping[str, str] = os.environ) -> Settings:
@@ -55,4 +85,9 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
     socket = env.get("CONTRAST_AGENT_SOCKET")
     if backend == "local-agent" and not socket:
         raise SettingsError("CONTRAST_BACKEND=local-agent needs CONTRAST_AGENT_SOCKET")
-    return Settings(run_dir, state_dir, backend, Path(socket) if socket else None)
+    supervised = env.get("CONTRAST_DAEMON_SUPERVISED", "")
+    if supervised not in ("", "0", "1"):
+        raise SettingsError(f"CONTRAST_DAEMON_SUPERVISED={supervised!r}: expected 0 or 1")
+    return Settings(
+        run_dir, state_dir, backend, Path(socket) if socket else None, supervised == "1"
+    )

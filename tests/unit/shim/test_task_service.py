@@ -68,8 +68,8 @@ async def test_each_namespace_has_its_own_socket(sockets: Path) -> None:
             node_pb2.RegisterRequest(namespace="k8s.io", id="c1", ttrpc_address="/x")
         )
         assert isinstance(reply, node_pb2.RegisterResponse)
-        assert reply.address == f"unix://{sockets}/ns/k8s.io.sock"
-        async with await Client.connect_unix(sockets / "ns" / "k8s.io.sock") as client:
+        assert reply.address == f"unix://{sockets}/daemon-ns/k8s.io.sock"
+        async with await Client.connect_unix(sockets / "daemon-ns" / "k8s.io.sock") as client:
             stub = ServiceStub(client, SERVICE)
             with pytest.raises(NotFound, match=r"in namespace k8s\.io"):
                 await stub.State(shim_pb2.StateRequest(id="c1"))

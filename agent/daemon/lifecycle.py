@@ -1,0 +1,79 @@
+"""Process plumbing shared by the node daemon, the relay and the shim entry.
+
+One instance per run directory (an ``flock``), a pid file written atomically, the peer
+check of every root-only socket, and the one way a node process is started in the
+background (:func:`spawn_detached`: the shim starts the relay and the daemon, the relay
+restarts a daemon that died).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ttrpc import PeerCredentials
+
+
+class InstanceError(Exception):
+    """Another process of the same kind holds the run directory."""
+
+
+def root_only(peer: PeerCredentials) -> bool:
+    """Peers must be root (containerd, the shim entry), or our own uid when we are not."""
+    return peer.uid in {0, os.geteuid()}
+
+
+@contextlib.contextmanager
+def single_instance(run_dir: Path, lock_name: str, what: str) -> Iterator[None]:
+    """Hold ``lock_name`` in ``run_dir``; InstanceError when another ``what`` holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(run_dir / lock_name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise InstanceError(f"another {what} is running on {run_dir}") from err
+        yield
+    finally:
+        os.close(fd)
+
+
+def write_pid_file(path: Path) -> None:
+    """Our pid into ``path``, atomically."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as out:
+        out.write(f"{os.getpid()}\n")
+        out.flush()
+        os.fsync(out.fileno())
+    Path(tmp).chmod(0o644)
+    Path(tmp).rename(path)
+
+
+def remove_pid_file(path: Path) -> None:
+    """Remove ``path`` if it still names us (a successor may have replaced it)."""
+    with contextlib.suppress(OSError):
+        if path.read_text().strip() == str(os.getpid()):
+            path.unlink()
+
+
+def spawn_detached(module: str, run_dir: Path, log_name: str) -> subprocess.Popen[bytes]:
+    """``python -m module`` in its own session, cwd ``/``, output appended to
+    ``<run_dir>/<log_name>``; our environment is passed on. The caller may reap it
+    (the relay does) or exit and leave it to init (the shim entry does)."""
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(run_dir / log_name, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", module],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd="/",
+            close_fds=True,
+        )

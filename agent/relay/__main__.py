@@ -1,0 +1,5 @@
+import sys
+
+from agent.relay.main import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""The relay: containerd's per-namespace sockets, the control service, the daemon's restart.
+
+- ``ns/<namespace>.sock`` (0600, peers root or our uid) for every namespace the
+  daemon serves: each accepted connection becomes a :class:`~agent.relay.link.Link`
+  to ``daemon-ns/<namespace>.sock``. At start-up the relay listens for every socket
+  already in ``daemon-ns/`` (a restarted relay serves all namespaces again); later
+  ones are added by ``contrast.node.v1.Relay/Listen`` on ``relay.sock``, which the
+  shim entry calls at ``start``.
+- When a link finds the daemon's socket refusing, the relay starts a daemon
+  (:func:`~agent.daemon.lifecycle.spawn_detached`, as the shim entry does) unless a
+  service manager supervises it (``CONTRAST_DAEMON_SUPERVISED=1``), at most one at a
+  time: the next only after the previous one exited.
+- Unsupervised, the relay leaves by itself once it has held no containerd connection
+  and no daemon answered for :data:`IDLE_SECONDS` (the next ``start`` runs a new one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import subprocess
+from pathlib import Path
+
+from agent.daemon import settings as daemon_settings
+from agent.daemon.lifecycle import root_only, spawn_detached
+from agent.relay.link import Downstream, Link
+from agent.sandbox.errors import StateError
+from agent.sandbox.state import check_id
+from api.node import relay_pb2
+from ttrpc import CallContext, InvalidArgument, Server, TtrpcError
+from ttrpc import transport as ttrpc_transport
+
+log = logging.getLogger(__name__)
+
+SERVICE = relay_pb2.DESCRIPTOR.services_by_name["Relay"]
+IDLE_SECONDS = 15.0
+
+
+class RelayError(Exception):
+    """The relay cannot serve; names what is wrong."""
+
+
+def answers(path: Path) -> bool:
+    """Somebody accepts connections on the unix socket ``path``."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+class Relay:
+    """Every containerd-facing socket of the node, and the links through them."""
+
+    def __init__(self, config: daemon_settings.Settings) -> None:
+        self.config = config
+        self.links: set[Link] = set()
+        self._listeners: dict[str, asyncio.Server] = {}
+        self._control = Server(peer_check=root_only)
+        self._daemon: subprocess.Popen[bytes] | None = None
+        self.idle = asyncio.Event()
+
+    # -- serving -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Listen for every namespace the daemon serves, then serve ``relay.sock``."""
+        daemon_ns = self.config.daemon_ns_dir
+        if daemon_ns.is_dir():
+            for path in sorted(daemon_ns.glob("*.sock")):
+                try:
+                    await self.listen(path.stem)
+                except RelayError as err:
+                    log.warning("not relaying %s: %s", path, err)
+        self._control.register(SERVICE, self)
+        try:
+            await self._control.serve_unix(self.config.relay_socket, mode=0o600)
+        except TtrpcError as err:
+            raise RelayError(f"cannot serve on {self.config.relay_socket}: {err}") from err
+
+    async def listen(self, namespace: str) -> str:
+        """The address containerd dials for ``namespace``, listening first if needed."""
+        try:
+            name = check_id(namespace, "namespace")
+        except StateError as err:
+            raise RelayError(str(err)) from err
+        path = self.config.ns_dir / f"{name}.sock"
+        if name not in self._listeners:
+            self.config.ns_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            upstream = self.config.daemon_ns_dir / f"{name}.sock"
+
+            def accept() -> Downstream:
+                return Downstream(lambda d: self._adopt(Link(self, name, upstream, d)), root_only)
+
+            try:
+                self._listeners[name] = await ttrpc_transport.listen_unix(path, accept)
+            except TtrpcError as err:
+                raise RelayError(str(err)) from err
+            log.info("relaying %s to %s", path, upstream)
+        return f"unix://{path}"
+
+    async def Listen(
+        self, request: relay_pb2.ListenRequest, ctx: CallContext
+    ) -> relay_pb2.ListenResponse:
+        try:
+            return relay_pb2.ListenResponse(address=await self.listen(request.namespace))
+        except RelayError as err:
+            raise InvalidArgument(str(err)) from err
+
+    def _adopt(self, link: Link) -> Link:
+        self.links.add(link)
+        return link
+
+    def forget(self, link: Link) -> None:
+        self.links.discard(link)
+
+    # -- the daemon ----------------------------------------------------------------
+
+    def daemon_wanted(self) -> None:
+        if self.config.supervised:
+            return
+        if self._daemon is not None:
+            if self._daemon.poll() is None:
+                return  # ours, still starting (it reattaches its pods before serving)
+            self._daemon = None
+        if answers(self.config.socket):
+            return  # up; the namespace's socket is not (yet) served
+        log.warning("no node daemon answers on %s: starting one", self.config.socket)
+        self._daemon = spawn_detached("agent.daemon", self.config.run_dir, daemon_settings.LOG_FILE)
+
+    async def watch_idle(self) -> None:
+        """Set :attr:`idle` once nothing needed us for :data:`IDLE_SECONDS` (unsupervised)."""
+        if self.config.supervised:
+            return
+        idle_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            if self._daemon is not None and self._daemon.poll() is not None:
+                self._daemon = None  # reaped
+            if self.links or self._daemon is not None or answers(self.config.socket):
+                idle_since = None
+            elif idle_since is None:
+                idle_since = loop.time()
+            elif loop.time() - idle_since >= IDLE_SECONDS:
+                log.info("no containerd connection and no daemon for %.0f s", IDLE_SECONDS)
+                self.idle.set()
+                return
+
+    async def close(self) -> None:
+        """Stop listening and close every link (containerd takes the shims for dead)."""
+        listeners, self._listeners = dict(self._listeners), {}
+        for listener in listeners.values():
+            listener.close()
+        for link in list(self.links):
+            link.close("the relay is stopping")
+        for name, listener in listeners.items():
+            await listener.wait_closed()
+            with contextlib.suppress(OSError):
+                (self.config.ns_dir / f"{name}.sock").unlink()
+        await self._control.close()
