@@ -99,13 +99,21 @@ class LayerStore:
         return data
 
     def write_blob(self, digest: Digest, data: bytes) -> None:
-        """Publish verified bytes under their digest: temp file, fsync, rename, fsync dir."""
+        """Publish verified bytes under their digest: temp file, fsync, rename, fsync dir.
+
+        Raises VerificationError when ``data`` does not match ``digest``, StoreError
+        (naming the blob, its path and the failed step) when it cannot be written.
+        """
         if Digest.of(data, digest.algorithm) != digest:
             raise VerificationError(f"refusing to store {digest}: content does not match")
         path = self.blob_path(digest)
         if path.exists():
             return
-        fsatomic.write_file(path, data, prefix=".tmp-")
+
+        def error(what: str, err: OSError) -> StoreError:
+            return StoreError(f"cannot store blob {digest} at {path}: {what}: {err}")
+
+        fsatomic.write_file(path, data, prefix=".tmp-", error=error)
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.root)

@@ -26,6 +26,21 @@ def test_blobs_are_verified_on_write_and_read(tmp_path: Path) -> None:
     assert store.read_blob(digest, 100) is None
 
 
+def test_a_blob_that_cannot_be_written_raises_store_error_naming_it(tmp_path: Path) -> None:
+    store = LayerStore(tmp_path)
+    digest = Digest.of(b"config")
+    # The blob directory is a file now: creating the temp file fails (even as root).
+    blobs = store.blob_path(digest).parent
+    blobs.rmdir()
+    blobs.write_bytes(b"")
+    with pytest.raises(StoreError) as caught:
+        store.write_blob(digest, b"config")
+    message = str(caught.value)
+    assert str(digest) in message and str(store.blob_path(digest)) in message
+    assert "cannot create a temp file" in message
+    assert isinstance(caught.value.__cause__, NotADirectoryError)
+
+
 def test_short_names_detect_prefix_collisions(tmp_path: Path) -> None:
     store = LayerStore(tmp_path)
     a = store.layer_path(Digest("sha256", "ab" * 32))
