@@ -48,6 +48,9 @@ def oci_config(args: list[str], annotations: dict[str, str], resolv: Path) -> di
              "options": ["rbind", "rprivate", "ro"]},
             {"destination": "/etc/hosts", "type": "bind",
              "source": "/var/lib/kubelet/pods/uid/etc-hosts", "options": ["rbind", "rw"]},
+            {"destination": "/etc/hostname", "type": "bind",
+             "source": "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/x/hostname",
+             "options": ["rbind", "rw"]},
         ],
         "annotations": annotations,
         "linux": {
@@ -112,14 +115,20 @@ async def test_dns_pids_and_stats_through_the_task_api(
     await create(harness, SANDBOX, pause)
     app_annotations = {CRI_TYPE: "container", CRI_SANDBOX_ID: SANDBOX, CRI_IMAGE: pushed.reference}
     # sh stays (sleep in the background), dd spends some CPU time.
-    script = "cat /etc/resolv.conf; echo ready; dd if=/dev/zero of=/dev/null count=20000; "
+    script = "cat /etc/resolv.conf /etc/hosts /etc/hostname; echo ready; "
+    script += "dd if=/dev/zero of=/dev/null count=20000; "
     script += "sleep 1000 & wait"
     app = oci_config(["sh", "-c", script], app_annotations, resolv)
     try:
         await create(harness, "app", app)
         out = await read_until(agent, "app", b"ready\n")
+        # resolv.conf: the host's file, sent as CreateSandboxRequest.dns. hosts and
+        # hostname: written by the guest from the pod's hostname (the host's files, e.g.
+        # kubelet's etc-hosts, are never used: no such paths in the guest).
         assert out.startswith(
-            b"search ns1.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\nready\n"
+            b"search ns1.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+            b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tpod-one\n"
+            b"pod-one\nready\n"
         ), out
 
         # Pids: the container's processes (the agent's pid namespace is this host's).
