@@ -18,7 +18,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -30,7 +29,6 @@ from api.kata import types_pb2
 
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL = 2
-VIRTIO_NET_MODULE = "virtio_net"
 IFF_UP = 0x1
 IFF_NOARP = 0x80
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
@@ -70,24 +68,6 @@ def _prefixlen(mask: str, address: str) -> int:
     return int(mask)
 
 
-def run(args: Sequence[str], timeout: float) -> str:
-    """Run a program (argument list, stdin /dev/null); its stdout, or NetconfigError
-    carrying the exit status and output."""
-    try:
-        result = subprocess.run(
-            list(args), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            timeout=timeout, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise NetconfigError(f"{' '.join(args)}: {err}") from err
-    if result.returncode != 0:
-        raise NetconfigError(
-            f"{' '.join(args)} exited with {result.returncode}: "
-            f"{(result.stderr or result.stdout).strip()}"
-        )
-    return result.stdout
-
-
 def _find_mac(ipr: Any, mac: str) -> Any:
     for link in ipr.get_links():
         if str(link.get_attr("IFLA_ADDRESS") or "").lower() == mac:
@@ -96,19 +76,16 @@ def _find_mac(ipr: Any, mac: str) -> Any:
 
 
 def _link_by_mac(ipr: Any, mac: str, timeout: float) -> Any:
-    link = _find_mac(ipr, mac)
-    if link is not None:
-        return link
-    # The guest has no udev: nothing loads the NIC's driver until it is needed.
-    try:
-        run(["modprobe", VIRTIO_NET_MODULE], timeout=30)
-        driver = f"{VIRTIO_NET_MODULE} loaded"
-    except NetconfigError as err:
-        driver = f"loading {VIRTIO_NET_MODULE} failed: {err}"
+    # The NIC's driver (virtio_net) is loaded at boot by contrast-init, in the
+    # background: the link may appear a moment after the agent started serving. The
+    # agent itself runs no program outside its one reaper (guest/agent/children.py).
     deadline = time.monotonic() + timeout
     while (link := _find_mac(ipr, mac)) is None:
         if time.monotonic() >= deadline:
-            raise NetconfigError(f"no network link with MAC {mac} ({driver})")
+            raise NetconfigError(
+                f"no network link with MAC {mac} after {timeout:g} s "
+                "(is its driver, virtio_net, loaded? contrast-init loads it at boot)"
+            )
         time.sleep(0.1)
     return link
 

@@ -44,8 +44,9 @@ busybox mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
 busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup
 busybox hostname contrast-pod-vm
 
-# In the background: the agent waits for its port and the power button to appear.
-{ modprobe -a virtio_console button evdev ||
+# In the background: the agent waits for its port, the power button and (in
+# UpdateInterface) the pod's NIC to appear. The agent loads no modules itself.
+{ modprobe -a virtio_console virtio_net button evdev ||
     echo "contrast-init: some kernel modules failed to load" >/dev/console; } &
 
 # The guest agent and initdata processor (guest/init/__main__.py). -S: no site
