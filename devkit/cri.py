@@ -191,3 +191,29 @@ class Cri:
     ) -> api_pb2.ExecSyncResponse:
         request = api_pb2.ExecSyncRequest(container_id=container_id, cmd=cmd, timeout=timeout)
         return self.call("ExecSync", request, api_pb2.ExecSyncResponse, timeout + 60)
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: str  # "stdout" or "stderr"
+    text: str
+
+
+def read_log(path: Path) -> list[LogLine]:
+    """A container's CRI log file (``<time> <stream> <P|F> <content>`` per line, ``P``
+    a partial line continued by the next of its stream), joined into whole lines."""
+    lines: list[LogLine] = []
+    partial: dict[str, str] = {}
+    for raw in path.read_text(errors="replace").splitlines():
+        parts = raw.split(" ", 3)
+        if len(parts) < 3:
+            raise DevkitError(f"{path}: not a CRI log line: {raw!r}")
+        _, stream, tag = parts[:3]
+        content = parts[3] if len(parts) == 4 else ""
+        text = partial.pop(stream, "") + content
+        if tag == "P":
+            partial[stream] = text
+        else:
+            lines.append(LogLine(stream, text))
+    lines += [LogLine(stream, text) for stream, text in partial.items()]
+    return lines

@@ -8,29 +8,15 @@ from pathlib import Path
 
 import grpc
 import pytest
-import tomlkit
 
 from devkit.containerd import Containerd, running_containerd
 from devkit.cri import Cri
-from installer import containerd_config
+from devkit.crinode import HANDLER, containerd_config_with_handler
 from tests.integration.shim.image import write_image
-from tests.integration.shim.node import SHIM, Node
+from tests.integration.shim.node import Node
 from tests.integration.shim.test_containerd import RUNTIME_CONFIG, ctr
 
-HANDLER = "contrast-cc-qemu-insecure-0123abcd"
 PAUSE = "registry.k8s.io/pause:3.6"
-
-
-def containerd_config_with_handler(config_path: Path) -> str:
-    """containerd's config with our handler entered by the installer's own code; the
-    pause image is the test image (no registry) and the snapshotter works in /tmp."""
-    doc = containerd_config.parse("version = 2\n", "test")
-    entry = containerd_config.RuntimeEntry(HANDLER, str(SHIM), str(config_path))
-    containerd_config.set_runtime(doc, 2, entry, "test")
-    cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
-    cri["sandbox_image"] = PAUSE
-    cri["containerd"]["snapshotter"] = "native"
-    return tomlkit.dumps(doc)
 
 
 @pytest.fixture
@@ -39,7 +25,7 @@ def cri(node_with_agent: Node, tmp_path: Path) -> Iterator[tuple[Cri, Containerd
     config.write_text(RUNTIME_CONFIG)
     archive = tmp_path / "pause.tar"
     write_image(archive, PAUSE, {"pause": b"#!/bin/sh\nsleep 1000\n"})
-    text = containerd_config_with_handler(config)
+    text = containerd_config_with_handler(config, sandbox_image=PAUSE)
     with running_containerd(text, tmp_path / "containerd") as containerd:
         imported = ctr(
             containerd, "-n", "k8s.io", "images", "import", "--snapshotter", "native", str(archive)
