@@ -20,6 +20,7 @@ from agent.sandbox.local_backend import LocalAgentBackend
 from api.containerd.cgroups.v2 import metrics_pb2
 from api.containerd.task.v2 import shim_pb2
 from api.kata import agent_pb2
+from tests.integration.guestagent import requests as rq
 from tests.integration.guestagent.conftest import AGENT_SERVICE, Pushed, start_agent, stop_agent
 from tests.integration.guestagent.requests import ALLOW_ALL
 from tests.unit.shim.harness import Harness, running
@@ -161,3 +162,37 @@ async def test_dns_pids_and_stats_through_the_task_api(
         await stop(harness, "app")
         await stop(harness, SANDBOX)
     assert harness.store.load_all() == ([], [])
+
+
+async def test_list_processes_is_under_the_policy(agent: tuple[Any, Any]) -> None:
+    stub, _ = agent  # ALLOW_ALL: every request the host sends today, not ListProcesses
+    await stub.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="h", sandbox_id="s"))
+    await stub.CreateContainer(rq.create_pause("pause"))
+    try:
+        request = agent_pb2.ListProcessesRequest(container_id="pause", format="json")
+        with pytest.raises(ttrpc.PermissionDenied, match="ListProcessesRequest is blocked"):
+            await stub.ListProcesses(request)
+    finally:
+        await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+
+
+async def test_list_processes_formats(daemon: tuple[Harness, Any]) -> None:
+    _, stub = daemon
+    await stub.CreateSandbox(agent_pb2.CreateSandboxRequest(hostname="h", sandbox_id="s"))
+    await stub.CreateContainer(rq.create_pause("pause"))
+    try:
+        table = agent_pb2.ListProcessesRequest(container_id="pause", format="table")
+        with pytest.raises(ttrpc.InvalidArgument, match="format 'table' is not served"):
+            await stub.ListProcesses(table)
+        reply = await stub.ListProcesses(
+            agent_pb2.ListProcessesRequest(container_id="pause", format="json")
+        )
+        # Created, not started: runc's init waiting for start is the one process.
+        pids = json.loads(reply.process_list)
+        assert len(pids) == 1 and Path(f"/proc/{pids[0]}").exists(), pids
+        with pytest.raises(ttrpc.NotFound, match="no container 'nope'"):
+            await stub.ListProcesses(
+                agent_pb2.ListProcessesRequest(container_id="nope", format="json")
+            )
+    finally:
+        await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
