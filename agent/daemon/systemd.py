@@ -56,13 +56,16 @@ class Notifier:
             await asyncio.sleep(self.watchdog_seconds / 2)
 
 
-def setup_logging(level: int, env: Mapping[str, str] = os.environ) -> None:
-    """The journal (structured fields) under systemd, else stderr."""
+def setup_logging(
+    level: int, env: Mapping[str, str] = os.environ, identifier: str = "contrast-node-daemon"
+) -> None:
+    """The journal (structured fields, ``identifier`` as SYSLOG_IDENTIFIER) under
+    systemd, else stderr."""
     root = logging.getLogger()
     root.setLevel(level)
     if env.get("JOURNAL_STREAM"):
         journal = _module("systemd.journal")
-        handler: logging.Handler = journal.JournalHandler(SYSLOG_IDENTIFIER="contrast-node-daemon")
+        handler: logging.Handler = journal.JournalHandler(SYSLOG_IDENTIFIER=identifier)
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="log at debug level")
     args = parser.parse_args(argv)
     try:
-        setup_logging(logging.DEBUG if args.debug else logging.INFO)
+        setup_logging(
+            logging.DEBUG if args.debug else logging.INFO, identifier="contrast-node-relay"
+        )
         notifier = Notifier()
         config = daemon_settings.from_env()
         with single_instance(config.run_dir, daemon_settings.RELAY_LOCK_FILE, "node relay"):

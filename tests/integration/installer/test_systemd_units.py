@@ -23,10 +23,11 @@ def verify(tmp: Path, unit: Path, text: str | None = None) -> subprocess.Complet
     root = tmp / "root"
     if not root.exists():
         shutil.copytree(SYSTEM_UNITS, root / SYSTEM_UNITS.relative_to("/"), symlinks=True)
-        daemon = root / "usr/local/bin/contrast-node-daemon"
-        daemon.parent.mkdir(parents=True)
-        daemon.write_text("#!/bin/sh\n")
-        daemon.chmod(0o755)
+        for name in ("contrast-node-daemon", "contrast-node-relay"):
+            program = root / "usr/local/bin" / name
+            program.parent.mkdir(parents=True, exist_ok=True)
+            program.write_text("#!/bin/sh\n")
+            program.chmod(0o755)
         (root / "etc/systemd/system").mkdir(parents=True)
     target = root / "etc/systemd/system" / unit.name
     target.write_text(unit.read_text() if text is None else text)

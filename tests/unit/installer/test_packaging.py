@@ -67,7 +67,9 @@ def test_runtimeclass_and_daemonset_agree() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     [mount] = [m for m in init["volumeMounts"] if m["mountPath"] == host_mount]
     assert volumes[mount["name"]]["hostPath"]["path"] == "/"
-    [daemon] = pod["containers"]
+    relay, daemon = pod["containers"]
+    assert relay["command"] == ["contrast-node-relay"]
+    assert {"name": "CONTRAST_DAEMON_SUPERVISED", "value": "1"} in relay["env"]
     assert daemon["command"] == ["contrast-node-daemon"]
     mounts = {m["mountPath"] for m in daemon["volumeMounts"]}
     assert {"/run/contrast", "/run/containerd", "/opt/contrast"} <= mounts
