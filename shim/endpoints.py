@@ -82,6 +82,12 @@ class Endpoints:
         return f"unix://{path}"
 
     async def close(self) -> None:
+        """Stop serving. The relay's connections are dropped unanswered, as by a crash:
+        the relay then replays what it may (a pending Wait) to the next daemon, which a
+        graceful close would have answered CANCELLED. Handlers still running finish."""
         servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            for connection in server.connections:
+                connection.abort("the node daemon is stopping")
         for server in servers:
             await server.close()
