@@ -36,6 +36,8 @@ class Registration:
     bundle: str
     ttrpc_address: str
     options: any_pb2.Any | None
+    # containerd's gRPC socket (the shim's -address): images are looked up there.
+    grpc_address: str = ""
 
 
 class Registrations:
@@ -85,6 +87,7 @@ class ControlService:
                 bundle=request.bundle,
                 ttrpc_address=request.ttrpc_address,
                 options=request.options if request.HasField("options") else None,
+                grpc_address=request.grpc_address,
             )
         )
         address = await self.endpoint(request.namespace)

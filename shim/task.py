@@ -24,6 +24,7 @@ from google.protobuf import any_pb2, empty_pb2
 
 from agent.events.envelope import timestamp
 from agent.sandbox import config as runtime_config
+from agent.sandbox import imageref
 from agent.sandbox import metrics as sandbox_metrics
 from agent.sandbox.backend import ContainerSpec
 from agent.sandbox.errors import (
@@ -32,6 +33,7 @@ from agent.sandbox.errors import (
     TaskStateError,
     UnknownTaskError,
 )
+from agent.sandbox.guest import IMAGE_ANNOTATION
 from agent.sandbox.state import (
     ContainerRecord,
     ProcessRecord,
@@ -94,6 +96,11 @@ class TaskService(TaskProcesses):
         config = runtime_config.load(Path(config_path))
         oci = read_spec(request.bundle)
         annotations = {str(k): str(v) for k, v in oci.get("annotations", {}).items()}
+        if image := annotations.get(IMAGE_ANNOTATION):
+            # The guest pulls exactly what containerd resolved the name to.
+            pinned = await imageref.pin(image, registration.grpc_address, namespace)
+            annotations[IMAGE_ANNOTATION] = pinned
+            oci["annotations"] = {**oci.get("annotations", {}), IMAGE_ANNOTATION: pinned}
         sandbox_id = annotations.get(SANDBOX_ID, request.id)
         check_id(sandbox_id, "sandbox id")
         is_sandbox = (

@@ -39,3 +39,7 @@ class GuestAgentError(BackendError):
         self.code = code
         self.agent_message = message
         super().__init__(f"guest agent {rpc}: {message}")
+
+
+class ImageRefError(SandboxError):
+    """A container's image reference cannot be pinned by digest; names the reference."""
