@@ -44,6 +44,22 @@ def single_instance(run_dir: Path, lock_name: str, what: str) -> Iterator[None]:
         os.close(fd)
 
 
+def lock_held(path: Path, locks: Path = Path("/proc/locks")) -> bool:
+    """Somebody holds an ``flock`` on ``path`` (read from ``/proc/locks``, without
+    touching the lock: probing it could make a daemon starting that instant fail)."""
+    try:
+        st = path.stat()
+        table = locks.read_text()
+    except OSError:
+        return False
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key:
+            return True
+    return False
+
+
 def write_pid_file(path: Path) -> None:
     """Our pid into ``path``, atomically."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -8,8 +8,8 @@
   shim entry calls at ``start``.
 - When a link finds the daemon's socket refusing, the relay starts a daemon
   (:func:`~agent.daemon.lifecycle.spawn_detached`, as the shim entry does) unless a
-  service manager supervises it (``CONTRAST_DAEMON_SUPERVISED=1``), at most one at a
-  time: the next only after the previous one exited.
+  service manager supervises it (``CONTRAST_DAEMON_SUPERVISED=1``) or a daemon holds
+  ``daemon.lock`` (starting up), at most one at a time.
 - Unsupervised, the relay leaves by itself once it has held no containerd connection
   and no daemon answered for :data:`IDLE_SECONDS` (the next ``start`` runs a new one).
 """
@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 
 from agent.daemon import settings as daemon_settings
-from agent.daemon.lifecycle import root_only, spawn_detached
+from agent.daemon.lifecycle import lock_held, root_only, spawn_detached
 from agent.relay.link import Downstream, Link
 from agent.sandbox.errors import StateError
 from agent.sandbox.state import check_id
@@ -128,10 +128,17 @@ class Relay:
             if self._daemon.poll() is None:
                 return  # ours, still starting (it reattaches its pods before serving)
             self._daemon = None
-        if answers(self.config.socket):
-            return  # up; the namespace's socket is not (yet) served
+        if self._daemon_runs():
+            return  # up or starting; the namespace's socket is not (yet) served
         log.warning("no node daemon answers on %s: starting one", self.config.socket)
         self._daemon = spawn_detached("agent.daemon", self.config.run_dir, daemon_settings.LOG_FILE)
+
+    def _daemon_runs(self) -> bool:
+        """A daemon answers, or holds the run directory's lock (reattaching, not yet
+        serving: a daemon started by a shim entry, say)."""
+        return answers(self.config.socket) or lock_held(
+            self.config.run_dir / daemon_settings.LOCK_FILE
+        )
 
     async def watch_idle(self) -> None:
         """Set :attr:`idle` once nothing needed us for :data:`IDLE_SECONDS` (unsupervised)."""
@@ -143,7 +150,7 @@ class Relay:
             await asyncio.sleep(1.0)
             if self._daemon is not None and self._daemon.poll() is not None:
                 self._daemon = None  # reaped
-            if self.links or self._daemon is not None or answers(self.config.socket):
+            if self.links or self._daemon is not None or self._daemon_runs():
                 idle_since = None
             elif idle_since is None:
                 idle_since = loop.time()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import empty_pb2
 
+from agent.daemon.lifecycle import lock_held, single_instance
 from agent.daemon.settings import Settings
 from agent.relay import link as link_module
 from agent.relay.relay import Relay
@@ -267,3 +268,12 @@ async def test_listen_refuses_a_bad_namespace(run_dir: Path) -> None:
             "contrast.node.v1.Relay", "Listen", request, relay_pb2.ListenResponse
         )
         assert reply.address == f"unix://{run_dir}/ns/k8s.io.sock"
+
+
+def test_lock_held_reads_proc_locks_without_taking_the_lock(run_dir: Path) -> None:
+    path = run_dir / "daemon.lock"
+    assert not lock_held(path)  # no file
+    with single_instance(run_dir, "daemon.lock", "node daemon"):
+        assert lock_held(path)
+        assert lock_held(path)  # looking did not take it over
+    assert not lock_held(path)
