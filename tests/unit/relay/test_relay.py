@@ -9,6 +9,7 @@ import contextlib
 import struct
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from google.protobuf import empty_pb2
@@ -19,9 +20,20 @@ from agent.relay import link as link_module
 from agent.relay.relay import Relay
 from api.containerd.task.v2 import shim_pb2
 from api.node import relay_pb2
+from shim.endpoints import Endpoints
+from shim.task import TaskService
 from tests.unit.shim.sinks import socket_dir
 from tests.unit.ttrpc.rawpeer import RawPeer
-from ttrpc import Client, Code, InvalidArgument, NotFound, Server, ServiceStub, Unavailable
+from ttrpc import (
+    Client,
+    Code,
+    InvalidArgument,
+    NotFound,
+    Server,
+    ServiceStub,
+    Unavailable,
+    same_uid,
+)
 from ttrpc.framing import MAX_MESSAGE_LENGTH, RESPONSE, encode_frame
 from ttrpc.proto.ttrpc_pb2 import Request, Response
 from ttrpc.responses import encode_ok_response
@@ -277,3 +289,33 @@ def test_lock_held_reads_proc_locks_without_taking_the_lock(run_dir: Path) -> No
         assert lock_held(path)
         assert lock_held(path)  # looking did not take it over
     assert not lock_held(path)
+
+
+class AnyTask(FakeDaemon):
+    """FakeDaemon with every other Task method present (Endpoints binds them all)."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def unimplemented(request: object, ctx: object) -> None:
+            raise NotImplementedError(name)
+
+        return unimplemented
+
+
+async def test_a_stopping_daemon_leaves_its_pending_waits_to_the_next_one(run_dir: Path) -> None:
+    """The daemon's Endpoints drop the relay's connections unanswered when it stops, so
+    a Wait in flight goes to the next daemon rather than coming back CANCELLED."""
+    first = AnyTask()
+    endpoints = Endpoints(run_dir, cast(TaskService, first), same_uid)
+    await endpoints.ensure("default")
+    async with relay_on(run_dir) as relay, await client_of(relay) as client:
+        wait = asyncio.create_task(
+            client.call(SERVICE, "Wait", shim_pb2.WaitRequest(id="c1"), shim_pb2.WaitResponse)
+        )
+        await first.waiting.wait()
+        await endpoints.close()
+        second = AnyTask(exit_status=3)
+        endpoints = Endpoints(run_dir, cast(TaskService, second), same_uid)
+        await endpoints.ensure("default")
+        assert (await asyncio.wait_for(wait, 10)).exit_status == 3
+        assert second.calls == ["Wait c1"]
+    await endpoints.close()
