@@ -79,6 +79,9 @@ def build_agent(
     Imports the service's modules (regopy among them) and compiles the policy: the
     slow part of the agent's start, see :class:`DeferredAgentService`.
     """
+    from guest.agent import regolib
+
+    regolib.preload()  # before regopy's import holds the GIL for its dlopen
     from guest.agent import policy
     from guest.agent.children import Reaper
     from guest.agent.containers import Containers
