@@ -1,10 +1,11 @@
 """One process's stdio: containerd's FIFOs <-> the guest agent's stdio calls.
 
 Output: ``ReadStdout``/``ReadStderr`` in a loop (empty data is the end of the stream)
-into the FIFO. Input: the FIFO into ``WriteStdin``, then ``CloseStdin`` at end of
-input. The Task service waits for the output pumps (:meth:`StdioBridge.drained`)
-before it reports the process's exit, so a reader of the container's log sees all
-of it by the time containerd hears of the exit.
+into the FIFO, whose end we then close (containerd reads end of file). Input: the
+FIFO into ``WriteStdin``, then ``CloseStdin`` at end of input. The Task service waits
+for the output pumps (:meth:`StdioBridge.drained`) before it reports the process's
+exit, so a reader of the container's log sees all of it by the time containerd hears
+of the exit.
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class StdioBridge:
             log.warning("%s: output stopped: %s", self.name, err)
         except Exception as err:  # noqa: BLE001 (the backend's errors end this stream only)
             log.warning("%s: output from the guest ended: %s", self.name, err)
+        finally:
+            # Our end is also a writer: containerd's reader sees end of file only once
+            # it is closed (CRI's ExecSync waits for that before it answers).
+            fifo.close()
 
     async def _pump_in(self, fifo: InputFifo) -> None:
         try:

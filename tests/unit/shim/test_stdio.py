@@ -102,3 +102,24 @@ async def test_no_paths_nothing_to_do() -> None:
     bridge.open()
     assert await bridge.drained(0.1)
     await bridge.close()
+
+
+async def test_containerd_reads_end_of_file_when_the_guest_stream_ends(tmp_path: Path) -> None:
+    """CRI's ExecSync answers only after its readers hit end of file, and Delete comes
+    after that: the bridge must close its end when the stream ends, not at Delete."""
+    _, stdout, stderr = fifos(tmp_path)
+    bridge = StdioBridge(
+        "pod/c/exec1", GuestProcess([b"exec ok\n", b""], [b""]), "", stdout, stderr
+    )
+    out_fd = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)
+    err_fd = os.open(stderr, os.O_RDONLY | os.O_NONBLOCK)
+    for fd in (out_fd, err_fd):
+        os.set_blocking(fd, True)
+    bridge.open()
+    try:
+        reading = asyncio.gather(read_until_eof(out_fd), read_until_eof(err_fd))
+        assert await asyncio.wait_for(reading, 10) == [b"exec ok\n", b""]
+    finally:
+        await bridge.close()
+        os.close(out_fd)
+        os.close(err_fd)
