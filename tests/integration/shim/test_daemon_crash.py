@@ -64,6 +64,8 @@ def test_pods_outlive_a_sigkilled_daemon(vm_node: tuple[Node, Containerd, Path])
     second = node.daemon_pid()
     assert second not in (None, first)
     assert relay_pid(node) == relay  # the same relay held containerd's connections
+    relay_log = (node.run_dir / "relay.log").read_text()
+    assert "no node daemon answers" in relay_log  # and started the new daemon
     log = containerd.log.read_text()
     assert "cleaning up after shim disconnected" not in log
     assert len(qemus_under(node.root)) == 2
@@ -84,3 +86,25 @@ def test_pods_outlive_a_sigkilled_daemon(vm_node: tuple[Node, Containerd, Path])
     assert list(node.run_dir.rglob("*.sock")) == []
     assert not (node.run_dir / "relay.pid").exists()
     assert not (node.run_dir / "daemon.pid").exists()
+
+
+def test_a_dead_relay_releases_the_pod_and_leaks_nothing(
+    vm_node: tuple[Node, Containerd, Path],
+) -> None:
+    """Without the relay, containerd's connections close and containerd 1.6 does what it
+    does for a dead shim: it runs our ``delete``, which has the daemon kill the pod-VM
+    and drop its state. The pod is gone, nothing is orphaned."""
+    node, containerd, config = vm_node
+    run = run_pause(containerd, config, "p3")
+    assert run.returncode == 0, run.stderr + node.daemon_log()[-3000:]
+    assert len(qemus_under(node.root)) == 1
+    relay = relay_pid(node)
+    assert relay is not None
+    os.kill(relay, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while (qemus_under(node.root) or task_line(containerd, "p3")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert task_line(containerd, "p3") == []
+    assert qemus_under(node.root) == []
+    assert list(node.state_dir.rglob("*.json")) == []
+    assert "cleaning up after shim disconnected" in containerd.log.read_text()
