@@ -1,24 +1,37 @@
 """The node daemon SIGKILLed under real containerd 1.6 while two pods run in pod-VMs
 (TCG): containerd's shim connections are held by the relay, which starts a new daemon;
 containerd never notices. Both pods keep running with the same QEMU, and are killed and
-removed normally afterwards; nothing is left."""
+removed normally afterwards; nothing is left. Also: a Wait in flight across the crash is
+answered by the next daemon, and what a dead relay means."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
+from google.protobuf import any_pb2
 
+from agent.sandbox.config import INITDATA_ANNOTATION
+from api.containerd.task.v2 import shim_pb2
+from api.runtimeoptions.v1 import api_pb2 as runtimeoptions
 from devkit.containerd import Containerd
-from tests.integration.shim.node import Node, relay_pid, stop_daemon, stop_relay
+from guest.image.manifest import GuestImage
+from guest.initdata import codec, document
+from shim.task import SERVICE
+from tests.integration.guestagent.requests import ALLOW_ALL
+from tests.integration.shim.node import Node, node_env, relay_pid, stop_daemon, stop_relay
 from tests.integration.shim.test_containerd import ctr
 from tests.integration.shim.test_ctr_pod_vm import run_pause, task_line, vm_node
 from tests.integration.shim.test_daemon_restart import wait_gone
-from tests.integration.shim.test_pod_vm import qemus_under
+from tests.integration.shim.test_pod_vm import pause_bundle, qemus_under, write_config
 from tests.integration.vm.conftest import guest_image
+from tests.unit.shim.harness import NamespacedStub
+from tests.unit.shim.sinks import event_sink
+from ttrpc import Client, ServiceStub
 
 pytestmark = pytest.mark.vm
 __all__ = ["guest_image", "vm_node"]
@@ -108,3 +121,50 @@ def test_a_dead_relay_releases_the_pod_and_leaks_nothing(
     assert qemus_under(node.root) == []
     assert list(node.state_dir.rglob("*.json")) == []
     assert "cleaning up after shim disconnected" in containerd.log.read_text()
+
+
+async def test_a_wait_in_flight_is_answered_by_the_next_daemon(guest_image: GuestImage) -> None:
+    """A Wait sent through the relay is in flight when the daemon is SIGKILLed, and the
+    pod-VM dies while no daemon runs: the relay starts a daemon and replays the Wait;
+    the new daemon finds the VM gone, publishes the TaskExit the old one never sent
+    (after create and start, in order) and answers the Wait with 255."""
+    doc = document.create({document.POLICY_NAME: ALLOW_ALL}, "sha384")
+    initdata = {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)}
+    with node_env("pod-vm") as node:
+        config = node.root / "runtime.toml"
+        write_config(guest_image, config)
+        options = any_pb2.Any(
+            type_url="runtimeoptions.v1.Options",
+            value=runtimeoptions.Options(config_path=str(config)).SerializeToString(),
+        )
+        bundle = pause_bundle(node.root, initdata, "pod1")
+        async with event_sink(Path(node.env["TTRPC_ADDRESS"])) as sink:
+            started = node.shim("-id", "pod1", "start", cwd=bundle)
+            assert started.returncode == 0, started.stderr
+            address = started.stdout.decode().removeprefix("unix://")
+            assert address == str(node.run_dir / "ns" / "default.sock")  # the relay's
+            async with await Client.connect_unix(address) as client:
+                task = NamespacedStub(ServiceStub(client, SERVICE), "default")
+                request = shim_pb2.CreateTaskRequest(id="pod1", bundle=str(bundle), options=options)
+                await task.Create(request)
+                await task.Start(shim_pb2.StartRequest(id="pod1"))
+                [vm] = qemus_under(node.root)
+                wait = asyncio.ensure_future(task.Wait(shim_pb2.WaitRequest(id="pod1")))
+                await asyncio.sleep(1.0)
+                assert not wait.done()
+
+                first = node.daemon_pid()
+                assert first is not None
+                os.kill(first, signal.SIGKILL)
+                wait_gone(first)
+                os.kill(int(vm.split()[0]), signal.SIGKILL)  # the pod dies meanwhile
+
+                waited = await asyncio.wait_for(wait, 300)
+                assert waited.exit_status == 255, node.daemon_log()[-3000:]
+                assert node.daemon_pid() not in (None, first)
+                envelopes = await sink.wait_for(3, timeout=60)
+                topics = [e.topic for e in envelopes]
+                assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit"]
+                await task.Delete(shim_pb2.DeleteRequest(id="pod1"))
+        assert qemus_under(node.root) == []
+        assert list(node.state_dir.rglob("*.json")) == []
