@@ -79,14 +79,17 @@ def containerd_config_with_handler(
     handler: str = HANDLER,
     shim: Path = SHIM,
     registry_hosts: Path | None = None,
+    base: str | None = None,
 ) -> str:
     """containerd's config with our handler entered by the installer's own code (which
     writes ``runc`` next to it), ``sandbox_image`` as the pause image, the native
     snapshotter (works in /tmp), restricted oom_score_adj and, when given, the
-    registry hosts directory."""
-    doc = containerd_config.parse("version = 2\n", "devkit")
-    entry = containerd_config.RuntimeEntry(handler, str(shim), str(config_path))
-    containerd_config.set_runtime(doc, 2, entry, "devkit")
+    registry hosts directory. ``base``: a config that names ``handler`` already (what
+    the installer wrote), taken instead of entering the handler here."""
+    doc = containerd_config.parse(base or "version = 2\n", "devkit")
+    if base is None:
+        entry = containerd_config.RuntimeEntry(handler, str(shim), str(config_path))
+        containerd_config.set_runtime(doc, 2, entry, "devkit")
     cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
     cri["sandbox_image"] = sandbox_image
     cri["containerd"]["snapshotter"] = "native"
@@ -276,9 +279,17 @@ def _remove_pods(cri: Cri) -> None:
 
 
 @contextlib.contextmanager
-def cri_node(image: GuestImage, parent: Path = Path("/tmp")) -> Iterator[CriNode]:
+def cri_node(
+    image: GuestImage,
+    parent: Path = Path("/tmp"),
+    *,
+    base_config: str | None = None,
+    handler: str = HANDLER,
+) -> Iterator[CriNode]:
     """A CRI node for ``image`` under ``parent`` (see the module docstring). Raises
-    DevkitError (or CommandFailed) naming what did not come up."""
+    DevkitError (or CommandFailed) naming what did not come up. ``base_config``: a
+    containerd config naming ``handler`` already (the installer's, as the demo has it);
+    its runtime config is used then, not ``CriNode.runtime_config``."""
     with ExitStack() as stack:
         node = stack.enter_context(node_env("pod-vm", parent=parent))
         topo = stack.enter_context(pod_topology())
@@ -296,11 +307,14 @@ def cri_node(image: GuestImage, parent: Path = Path("/tmp")) -> Iterator[CriNode
         write_cni(work, topo)
         hosts = write_registry_hosts(work / "certs.d", REGISTRY_HOST)
         text = containerd_config_with_handler(
-            runtime_config, sandbox_image=PAUSE, registry_hosts=hosts
-        )
+            runtime_config, sandbox_image=PAUSE, registry_hosts=hosts, handler=handler,
+            base=base_config,
+        )  # fmt: skip
         env = {**os.environ, **{k: v for k, v in node.env.items() if k != "TTRPC_ADDRESS"}}
         containerd = stack.enter_context(containerd_in(topo.node, text, work, env))
         cri = Cri(containerd.socket)
         stack.callback(_remove_pods, cri)
         cri.pull_image(PAUSE)
-        yield CriNode(cri, containerd, node, topo, registry, env, runtime_config, digest)
+        yield CriNode(
+            cri, containerd, node, topo, registry, env, runtime_config, digest, handler=handler
+        )

@@ -63,20 +63,35 @@ class Node:
         )  # fmt: skip
 
 
-def stop_daemon(node: Node, timeout: float = 10.0) -> int | None:
-    """SIGTERM the daemon this node started (pid from its pid file); its exit status."""
-    pid = node.daemon_pid()
-    if pid is None:
-        return None
+def _terminate(pid: int, timeout: float) -> bool:
+    """SIGTERM ``pid``, SIGKILL after ``timeout``; True when it ended by itself."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not Path(f"/proc/{pid}").exists():
-            return 0
+            return True
         time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    return None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return False
+
+
+def stop_daemon(node: Node, timeout: float = 10.0) -> int | None:
+    """SIGTERM the daemon this node started (pid from its pid file); its exit status."""
+    pid = node.daemon_pid()
+    if pid is None:
+        return None
+    return 0 if _terminate(pid, timeout) else None
+
+
+def stop_relay(node: Node, timeout: float = 10.0) -> None:
+    """SIGTERM the relay a shim started on this node (pid from ``run/relay.pid``)."""
+    try:
+        pid = int((node.run_dir / "relay.pid").read_text())
+    except (OSError, ValueError):
+        return
+    _terminate(pid, timeout)
 
 
 @contextlib.contextmanager
@@ -84,7 +99,7 @@ def node_env(
     backend: str = "pod-vm", agent_socket: Path | None = None, parent: Path = Path("/tmp")
 ) -> Iterator[Node]:
     """A node root under ``parent`` (short: socket paths), removed afterwards with the
-    daemon a shim started there stopped."""
+    relay and daemon a shim started there stopped."""
     root = Path(tempfile.mkdtemp(prefix="node-", dir=parent))
     env = {
         "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
@@ -102,5 +117,6 @@ def node_env(
     try:
         yield node
     finally:
+        stop_relay(node)  # first: a relay restarts a daemon that went away
         stop_daemon(node)
         shutil.rmtree(root, ignore_errors=True)

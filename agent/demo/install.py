@@ -11,6 +11,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomlkit
+
 from agent.demo.errors import DemoError
 from guest.image.manifest import GuestImage
 from installer import cli
@@ -57,6 +59,23 @@ class Installed:
     @property
     def runtime_config(self) -> Path:
         return self.handler_dir / "etc/runtime.toml"
+
+    def containerd_config_text(self) -> str:
+        """The installer's containerd config with our handler's paths (shim, runtime
+        config) inside ``host_root``, which stands for the node's ``/`` here."""
+        doc = tomlkit.parse(self.containerd_config.read_text())
+        try:
+            entry = doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"][
+                self.handler
+            ]
+            options = entry["options"]
+            for table, key in ((entry, "runtime_path"), (options, "ConfigPath")):
+                table[key] = str(self.host_root) + str(table[key])
+        except KeyError as err:
+            raise DemoError(
+                f"the installer's containerd config lacks {err} of our handler"
+            ) from err
+        return doc.as_string()
 
 
 def write_manifest(directory: Path, image: GuestImage, shim: Path, host_root: Path) -> Path:

@@ -13,28 +13,25 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
 
 from agent.demo import install, pod, policy
 from agent.demo.errors import DemoError
 from agent.demo.report import Report
-from devkit.busybox import busybox_image
-from devkit.containerd import Containerd, running_containerd
-from devkit.forward import Forward
-from devkit.node import SHIM, Node, node_env
-from devkit.registry import Registry
-from devkit.topology import PEER_IP, Topology, pod_topology
+from devkit.crinode import CriNode, cri_node
+from devkit.node import SHIM
 from guest.image.build import default_cache, ensure_image
 from guest.image.manifest import GuestImage
 
 PROGRAMS = (
-    "containerd", "ctr", "qemu-system-x86_64", "docker-registry", "busybox", "ip", "tc",
+    "containerd", "qemu-system-x86_64", "docker-registry", "busybox", "ip", "tc",
     "mmdebstrap", "mkfs.erofs", "veritysetup", "pgrep",
 )  # fmt: skip
-REGISTRY_PORT = 5000  # where the pod network reaches the registry (PEER_IP)
 POD_TIMEOUT = 900.0  # VM boot under TCG plus the guest's image pull
 
 
@@ -64,21 +61,8 @@ def guest_image(report: Report) -> GuestImage:
     return image
 
 
-def workload_registry(report: Report, stack: ExitStack, root: Path) -> tuple[Registry, str]:
+def runtime(report: Report, root: Path, image: GuestImage) -> install.Installed:
     report.step(2)
-    registry = stack.enter_context(Registry(root / "registry"))
-    image = busybox_image()
-    digest = registry.upload(image.blobs, image.manifest, "demo/busybox", "v1")
-    report.info(f"docker-registry on {registry.host} (storage in the temporary root)")
-    report.info(f"pushed {registry.host}/demo/busybox@{digest}")
-    report.info("(one layer built here from Debian's busybox-static: nothing downloaded)")
-    return registry, digest
-
-
-def runtime(
-    report: Report, stack: ExitStack, root: Path, image: GuestImage
-) -> tuple[install.Installed, Node, Containerd]:
-    report.step(3)
     report.info(
         f"platform {install.PLATFORM}: this machine has no AMD SEV-SNP or Intel TDX, so the "
         "pod-VM is a plain QEMU VM (TCG); the initdata digest reaches it on the kernel "
@@ -88,79 +72,75 @@ def runtime(
     for line in installed.log.splitlines():
         report.info(f"installer: {line}")
     report.info(f"handler {installed.handler} in {installed.containerd_config}")
-    node = stack.enter_context(node_env("pod-vm", parent=root))
-    env = {key: value for key, value in node.env.items() if key != "TTRPC_ADDRESS"}
-    env["PATH"] = f"{installed.shim_dir}:{env['PATH']}"  # containerd finds the installed shim
-    stack.enter_context(environment(env))
-    containerd = stack.enter_context(
-        running_containerd(installed.containerd_config.read_text(), root / "containerd")
+    return installed
+
+
+def node(
+    report: Report, stack: ExitStack, root: Path, image: GuestImage, installed: install.Installed
+) -> CriNode:
+    report.step(3)
+    # containerd passes its environment on to the shim: the installed shim comes first.
+    path = f"{installed.shim_dir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    stack.enter_context(environment({"PATH": path}))
+    crinode = stack.enter_context(
+        cri_node(
+            image,
+            parent=root,
+            base_config=installed.containerd_config_text(),
+            handler=installed.handler,
+        )
     )
-    ours = containerd.cri_runtimes().get(installed.handler)
+    topo = crinode.topology
+    report.info(f"pod network: containerd runs in netns {topo.node}, pods get a veth on its")
+    report.info(f"  bridge from a CNI plugin; the registry is reached at {crinode.registry_host}")
+    report.info(f"docker-registry (storage in the temporary root) holds {crinode.image}")
+    report.info("  (one layer built here from Debian's busybox-static: nothing downloaded)")
+    ours = crinode.containerd.cri_runtimes().get(installed.handler)
     if ours is None:
         raise DemoError(f"containerd's CRI does not list the handler {installed.handler}")
-    report.info(f"containerd 1.6 on {containerd.socket}: CRI lists {installed.handler}")
+    report.info(f"containerd 1.6 on {crinode.containerd.socket}: CRI lists {installed.handler}")
     report.info(f"  runtime_type {ours['runtimeType']}, options {ours['options']}")
-    return installed, node, containerd
+    return crinode
 
 
-@dataclass(frozen=True)
-class Setup:
-    """What steps 1-3 brought up for the pod."""
-
-    image: GuestImage
-    registry: Registry
-    digest: str
-    installed: install.Installed
-    node: Node
-    containerd: Containerd
-
-
-def run_pod(report: Report, stack: ExitStack, setup: Setup) -> None:
-    image, installed, node, containerd = setup.image, setup.installed, setup.node, setup.containerd
-    registry, digest = setup.registry, setup.digest
-    guest_host = f"{PEER_IP}:{REGISTRY_PORT}"
-    guest_ref = f"{guest_host}/demo/busybox@{digest}"
-    host_ref = f"{registry.host}/demo/busybox@{digest}"
-
+def run_pod(report: Report, image: GuestImage, crinode: CriNode) -> None:
+    cri, reference = crinode.cri, crinode.image
     report.step(4)
-    doc = policy.initdata(guest_ref, pod.ARGS, guest_host)
-    report.info(f"policy: CreateContainer only for {guest_ref}")
+    doc = policy.initdata(reference, pod.ARGS, crinode.registry_host)
+    report.info(f"policy: CreateContainer only for {reference}")
     report.info(f"        with args {pod.ARGS}; every exec refused")
     report.info(f"initdata digest ({doc.algorithm}) {doc.digest.hex()}")
 
     report.step(5)
-    topo: Topology = stack.enter_context(pod_topology())
-    port = int(registry.host.rsplit(":", 1)[1])
-    stack.enter_context(
-        Forward(topo.path(topo.peer), (PEER_IP, REGISTRY_PORT), ("127.0.0.1", port))
-    )
-    report.info(f"pod network: netns {topo.pod}; registry reachable at {guest_host}")
-    ctr_pull = ("images", "pull", "--plain-http", "--snapshotter", "native", host_ref)
-    pod.ctr_ok(containerd, *ctr_pull, timeout=300)
-    report.info(f"containerd pulled {host_ref} (pinned by digest)")
-    report.info(f"ctr run --runtime {pod.RUNTIME} {pod.CONTAINER} (boots a pod-VM under TCG)")
-    with pod.run_pod(
-        containerd,
-        image=host_ref,
-        guest_image=guest_ref,
-        runtime_config=installed.runtime_config,
-        netns=topo.path(topo.pod),
-        initdata=policy.annotation(doc),
-    ) as running:
+    try:
+        cri.pull_image(reference)
+    except grpc.RpcError as err:
+        raise DemoError(f"PullImage {reference}: {err.details()}") from err
+    report.info(f"CRI PullImage {reference} (pinned by digest)")
+    report.info(f"CRI RunPodSandbox, handler {crinode.handler} (boots a pod-VM under TCG)")
+    started = time.monotonic()
+    spec = crinode.pod(pod.POD, {pod.INITDATA: policy.annotation(doc)})
+    with pod.pod_sandbox(cri, crinode.handler, spec, POD_TIMEOUT) as running:
+        report.info(f"  pod {running.pod_id[:12]} ready after {time.monotonic() - started:.1f} s")
+        report.info("CRI CreateContainer + StartContainer (the guest pulls the image itself)")
+        container_id = pod.run_container(running, reference, POD_TIMEOUT)
+        log_file = running.container_log(pod.CONTAINER)
         try:
-            output = running.read_until("guest kernel cmdline:", POD_TIMEOUT)
+            output = pod.read_output(log_file, "guest kernel cmdline:", POD_TIMEOUT)
         except DemoError as err:
-            raise DemoError(f"{err}\ndaemon log (tail):\n{node.daemon_log()[-3000:]}") from err
+            tail = crinode.node.daemon_log()[-3000:]
+            raise DemoError(f"{err}\ndaemon log (tail):\n{tail}") from err
+        report.info(f"container log {log_file}:")
         for line in output.lines:
             report.info(f"container> {line}")
         show_confidential(report, image, output, doc.digest.hex())
-        report.info(f"exec {pod.DENIED_ARGS} in the pod:")
-        report.info(f"  refused: {pod.denied_exec(containerd)}")
-        status = pod.stop(containerd, running)
-        report.info(f"pod killed and removed (ctr run exit status {status})")
-    states = sorted(str(p) for p in node.state_dir.rglob("*.json"))
-    if states:
-        raise DemoError(f"the node daemon kept state for the removed pod: {states}")
+        report.info(f"CRI ExecSync {pod.DENIED_ARGS} in the container:")
+        report.info(f"  refused: {pod.denied_exec(running, container_id)}")
+        pod.remove(running)
+        report.info("CRI StopPodSandbox + RemovePodSandbox: pod and container gone")
+    left = crinode.leftovers()
+    if left:
+        raise DemoError(f"the removed pod left behind: {left}")
 
 
 def show_confidential(
@@ -191,13 +171,15 @@ def show_confidential(
 def leftovers(
     root: Path, topo_prefixes: tuple[str, ...] = ("cnode-", "cpod-", "cpeer-")
 ) -> list[str]:
-    """What the demo could have left behind: QEMU, mounts and files under ``root``."""
+    """What the demo could have left behind: QEMU, processes whose environment names
+    ``root`` (containerd, shim, relay, node daemon), mounts and files under ``root``."""
     found: list[str] = []
     qemus = subprocess.run(
         ["pgrep", "-a", "qemu-system"], stdin=subprocess.DEVNULL, capture_output=True,
         text=True, timeout=30, check=False,
     )  # fmt: skip
     found += [f"QEMU: {line}" for line in qemus.stdout.splitlines() if str(root) in line]
+    found += [f"process {pid}: {cmd}" for pid, cmd in _processes_naming(root)]
     mounts = Path("/proc/self/mountinfo").read_text().splitlines()
     found += [f"mount: {line}" for line in mounts if str(root) in line]
     if root.exists():
@@ -210,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     del argv  # no options yet
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = Report()
-    report.line("contrast demo: one confidential pod end to end (containerd 1.6 -> our shim ->")
-    report.line("               node daemon -> QEMU pod-VM -> guest agent with a Rego policy)")
+    report.line("contrast demo: one confidential pod end to end (CRI -> containerd 1.6 -> our")
+    report.line("               shim -> node daemon -> QEMU pod-VM -> guest agent, Rego policy)")
     if os.geteuid() != 0:
         report.line("contrast demo: needs root (QEMU, network namespaces, containerd)")
         return 2
@@ -226,10 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             image = guest_image(report)
-            registry, digest = workload_registry(report, stack, root)
-            installed, node, containerd = runtime(report, stack, root, image)
-            setup = Setup(image, registry, digest, installed, node, containerd)
-            run_pod(report, stack, setup)
+            installed = runtime(report, root, image)
+            crinode = node(report, stack, root, image, installed)
+            run_pod(report, image, crinode)
             report.step(6)
     except Exception as err:  # noqa: BLE001 - the one boundary: any failure names its step
         report.line(f"contrast demo: FAILED at step {report.current} ({report.step_name}): {err}")
@@ -244,6 +225,21 @@ def main(argv: list[str] | None = None) -> int:
     report.info("checked: no QEMU, no mount, no network namespace and no state left")
     report.line("contrast demo: done")
     return 0
+
+
+def _processes_naming(root: Path) -> list[tuple[int, str]]:
+    found = []
+    marker = str(root).encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes():
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append((int(entry.name), cmd.strip()))
+        except OSError:
+            continue  # gone meanwhile
+    return found
 
 
 def _netns() -> list[str]:

@@ -1,4 +1,5 @@
-"""The pod's initdata: a Rego policy that allows exactly one image digest and command."""
+"""The pod's initdata: a Rego policy that allows the pod's sandbox (pause) container and
+exactly one workload: one image digest with one command."""
 
 from __future__ import annotations
 
@@ -37,7 +38,14 @@ UpdateInterfaceRequest := true
 UpdateRoutesRequest := true
 AddARPNeighborsRequest := true
 
+# The pod's sandbox container: the guest runs its own pause program in it, no image.
 CreateContainerRequest if {{
+    input.OCI.Annotations["io.kubernetes.cri.container-type"] == "sandbox"
+    count(input.storages) == 0
+}}
+
+CreateContainerRequest if {{
+    input.OCI.Annotations["io.kubernetes.cri.container-type"] == "container"
     input.storages[0].driver == "image_guest_pull"
     input.storages[0].source == {image}
     input.OCI.Process.Args == {args}

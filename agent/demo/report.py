@@ -9,10 +9,10 @@ from typing import TextIO
 
 STEPS = (
     "guest image",
-    "workload image in a local registry",
-    "runtime installed into containerd",
+    "runtime installed by the installer",
+    "CRI node: containerd 1.6, pod network, local registry",
     "initdata and policy",
-    "confidential pod",
+    "confidential pod through CRI",
     "teardown",
 )
 

@@ -31,9 +31,11 @@ def test_missing_programs_are_named(
 ) -> None:
     monkeypatch.setattr("agent.demo.main.os.geteuid", lambda: 0)
     monkeypatch.setattr(
-        "agent.demo.main.shutil.which", lambda name: None if name == "ctr" else f"/usr/bin/{name}"
+        "agent.demo.main.shutil.which",
+        lambda name: None if name == "containerd" else f"/usr/bin/{name}",
     )
     assert demo.main([]) == 2
     assert (
-        "missing programs (scripts/dev.sh setup installs them): ['ctr']" in capsys.readouterr().out
+        "missing programs (scripts/dev.sh setup installs them): ['containerd']"
+        in capsys.readouterr().out
     )

@@ -12,11 +12,16 @@ from guest.initdata import codec, document
 IMAGE = "10.213.47.3:5000/demo/busybox@sha256:" + "a" * 64
 
 
-def create(args: list[str], image: str = IMAGE) -> agent_pb2.CreateContainerRequest:
+def create(
+    args: list[str], image: str = IMAGE, kind: str = "container"
+) -> agent_pb2.CreateContainerRequest:
     return agent_pb2.CreateContainerRequest(
         container_id="c1",
-        OCI=oci_pb2.Spec(Process=oci_process_pb2.Process(Args=args)),
-        storages=[agent_pb2.Storage(driver="image_guest_pull", source=image)],
+        OCI=oci_pb2.Spec(
+            Process=oci_process_pb2.Process(Args=args),
+            Annotations={"io.kubernetes.cri.container-type": kind},
+        ),
+        storages=[agent_pb2.Storage(driver="image_guest_pull", source=image)] if image else [],
     )
 
 
@@ -30,6 +35,13 @@ def test_only_the_pinned_image_and_command_start() -> None:
     assert not allowed(engine, create(["/bin/sh"]))
     assert not allowed(engine, create(pod.ARGS, IMAGE.replace("a" * 64, "b" * 64)))
     assert not allowed(engine, create(pod.ARGS, IMAGE.split("@", maxsplit=1)[0] + ":v1"))
+    assert not allowed(engine, create(pod.ARGS, kind="sandbox"))  # no image in a pause
+
+
+def test_the_pods_sandbox_container_starts_without_an_image() -> None:
+    engine = Policy(policy.policy(IMAGE, pod.ARGS))
+    assert allowed(engine, create(["/pause"], image="", kind="sandbox"))
+    assert not allowed(engine, create(["/pause"], image="", kind="container"))
 
 
 def test_exec_is_refused_with_the_policys_reason() -> None:
