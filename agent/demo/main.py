@@ -29,8 +29,9 @@ from guest.image.build import default_cache, ensure_image
 from guest.image.manifest import GuestImage
 
 PROGRAMS = (
-    "containerd", "qemu-system-x86_64", "docker-registry", "busybox", "ip", "tc",
+    "containerd", "qemu-system-x86_64", "docker-registry", "busybox", "ip", "tc", "nsenter",
     "mmdebstrap", "mkfs.erofs", "veritysetup", "pgrep",
+    "/usr/lib/cni/loopback",  # containerd's CRI sets up each pod's lo with it
 )  # fmt: skip
 POD_TIMEOUT = 900.0  # VM boot under TCG plus the guest's image pull
 
