@@ -8,10 +8,11 @@ state it stayed in.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -173,6 +174,13 @@ class Cri:
     def container_status(self, container_id: str) -> api_pb2.ContainerStatus:
         request = api_pb2.ContainerStatusRequest(container_id=container_id)
         return self.call("ContainerStatus", request, api_pb2.ContainerStatusResponse).status
+
+    def container_info(self, container_id: str) -> dict[str, Any]:
+        """containerd's verbose ContainerStatus ``info`` (its runtime spec...)."""
+        request = api_pb2.ContainerStatusRequest(container_id=container_id, verbose=True)
+        reply = self.call("ContainerStatus", request, api_pb2.ContainerStatusResponse)
+        info: dict[str, Any] = json.loads(reply.info["info"])
+        return info
 
     def wait_exited(self, container_id: str, timeout: float = 120) -> api_pb2.ContainerStatus:
         """Poll ContainerStatus until the container has exited; its final status."""
