@@ -1,21 +1,17 @@
 """Test-only helpers around a node daemon: a guest agent serving on a host unix socket,
 connections as another user, a notify socket. The node environment itself is
-``devkit.node``'s; :func:`node_env` here also stops the relay a shim started."""
+``devkit.node`` (its ``node_env`` stops the relay and the daemon a shim started)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from devkit import node as devkit_node
-from devkit.node import REPO, SHIM, Node, stop_daemon
+from devkit.node import REPO, SHIM, Node, node_env, stop_daemon, stop_relay
 
 __all__ = [
     "REPO",
@@ -30,41 +26,11 @@ __all__ = [
 
 
 def relay_pid(node: Node) -> int | None:
+    """The pid in the relay's pid file (a shim's ``start`` started the relay)."""
     try:
         return int((node.run_dir / "relay.pid").read_text())
     except (OSError, ValueError):
         return None
-
-
-def stop_relay(node: Node, timeout: float = 10.0) -> bool:
-    """SIGTERM the relay a shim started on this node (SIGKILL after ``timeout``);
-    True when it exited by itself (or none ran)."""
-    pid = relay_pid(node)
-    if pid is None:
-        return True
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            return True
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return False
-
-
-@contextlib.contextmanager
-def node_env(
-    backend: str = "pod-vm", agent_socket: Path | None = None, parent: Path = Path("/tmp")
-) -> Iterator[Node]:
-    """``devkit.node.node_env``, stopping the relay first at the end (a relay left
-    running with containerd's connections would start the daemon again)."""
-    with devkit_node.node_env(backend, agent_socket, parent) as node:
-        try:
-            yield node
-        finally:
-            stop_relay(node)
 
 
 GUEST_AGENT = """

@@ -16,18 +16,26 @@ import pytest
 from google.protobuf import any_pb2
 
 from agent.sandbox.config import INITDATA_ANNOTATION
+from api.containerd.cri.runtime.v1 import api_pb2
 from api.containerd.task.v2 import shim_pb2
 from api.runtimeoptions.v1 import api_pb2 as runtimeoptions
 from devkit.containerd import Containerd
+from devkit.crinode import cri_node
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from shim.task import SERVICE
+from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
 from tests.integration.shim.node import Node, node_env, relay_pid, stop_daemon, stop_relay
 from tests.integration.shim.test_containerd import ctr
 from tests.integration.shim.test_ctr_pod_vm import run_pause, task_line, vm_node
 from tests.integration.shim.test_daemon_restart import wait_gone
-from tests.integration.shim.test_pod_vm import pause_bundle, qemus_under, write_config
+from tests.integration.shim.test_pod_vm import (
+    NETWORK_POLICY,
+    pause_bundle,
+    qemus_under,
+    write_config,
+)
 from tests.integration.vm.conftest import guest_image
 from tests.unit.shim.harness import NamespacedStub
 from tests.unit.shim.sinks import event_sink
@@ -94,7 +102,8 @@ def test_pods_outlive_a_sigkilled_daemon(vm_node: tuple[Node, Containerd, Path])
     assert qemus_under(node.root) == []
     assert list(node.state_dir.rglob("*.json")) == []
 
-    assert stop_relay(node)
+    stop_relay(node)
+    assert not Path(f"/proc/{relay}").exists()
     assert stop_daemon(node) == 0
     assert list(node.run_dir.rglob("*.sock")) == []
     assert not (node.run_dir / "relay.pid").exists()
@@ -168,3 +177,35 @@ async def test_a_wait_in_flight_is_answered_by_the_next_daemon(guest_image: Gues
                 await task.Delete(shim_pb2.DeleteRequest(id="pod1"))
         assert qemus_under(node.root) == []
         assert list(node.state_dir.rglob("*.json")) == []
+
+
+def test_a_cri_pod_stays_ready_across_a_daemon_crash(guest_image: GuestImage) -> None:
+    """containerd's CRI keeps a Wait on every sandbox task; an error on it would mark
+    the pod NOTREADY. Across a daemon SIGKILL the relay replays it to the next daemon:
+    the pod stays READY in the same VM, and stops and is removed normally."""
+    require_programs("containerd", "ctr", "ip", "docker-registry", "busybox")
+    doc = document.create({document.POLICY_NAME: NETWORK_POLICY}, "sha384")
+    annotations = {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)}
+    with cri_node(guest_image) as crinode:
+        cri, node = crinode.cri, crinode.node
+        pod_id = cri.run_pod_spec(crinode.pod("web", annotations), crinode.handler).pod_sandbox_id
+        try:
+            vms = crinode.qemus()
+            assert len(vms) == 1
+            first = node.daemon_pid()
+            assert first is not None
+            os.kill(first, signal.SIGKILL)
+            wait_gone(first)
+            deadline = time.monotonic() + 300
+            while node.daemon_pid() in (None, first) and time.monotonic() < deadline:
+                time.sleep(0.5)  # the pid file is written once the new daemon serves
+            assert node.daemon_pid() not in (None, first), node.daemon_log()[-3000:]
+            time.sleep(2)  # time for a failed Wait to reach the CRI plugin
+            [pod] = cri.pods()
+            assert pod.state == api_pb2.SANDBOX_READY
+            assert crinode.qemus() == vms
+        finally:
+            cri.stop_pod(pod_id)
+            cri.remove_pod(pod_id)
+        assert cri.pods() == []
+        assert crinode.leftovers() == []
