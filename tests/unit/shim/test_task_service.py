@@ -268,3 +268,18 @@ async def test_failed_sandbox_creation_leaves_no_record(sockets: Path) -> None:
         with pytest.raises(NotFound):
             await daemon.task.State(shim_pb2.StateRequest(id="pod1"))
     assert daemon.store.load_all() == ([], [])
+
+
+async def test_an_image_that_cannot_be_pinned_fails_the_create_naming_it(sockets: Path) -> None:
+    """The guest pulls only digest-pinned images: a tag containerd cannot resolve for
+    the shim (here: no containerd at the shim's -address) fails before any VM."""
+    async with running(sockets, unreachable_agent(sockets)) as daemon:
+        await daemon.register("pod1", grpc_address=str(sockets / "gone.sock"))
+        bundle = daemon.bundle("pod1", {"io.kubernetes.cri.image-name": "reg.example/app:1"})
+        request = shim_pb2.CreateTaskRequest(
+            id="pod1", bundle=str(bundle), options=daemon.options()
+        )
+        with pytest.raises(Internal, match=r"image reg\.example/app:1: asking containerd"):
+            await daemon.task.Create(request)
+        assert daemon.sink.envelopes == []
+    assert daemon.store.load_all() == ([], [])
