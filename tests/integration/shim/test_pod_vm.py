@@ -1,21 +1,17 @@
 """The pod-VM backend with the real guest image under TCG: a sandbox's VM boots with
-its initdata bound, the guest agent answers, and nothing outlives the sandbox."""
+its initdata bound, the guest agent answers, and nothing outlives the sandbox. The
+pod's network and workload containers: test_pod_vm_network.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 from google.protobuf import any_pb2
 
-from agent.events import TOPICS
-from agent.network.pod import TAP_NAME
-from agent.sandbox import config as runtime_config
 from agent.sandbox.allowlist import vm_settings
 from agent.sandbox.backend import SandboxSpec
 from agent.sandbox.config import INITDATA_ANNOTATION
@@ -23,43 +19,35 @@ from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.vm_backend import PodVmBackend
 from api.containerd.task.v2 import shim_pb2
 from api.containerd.types.task import task_pb2 as types
-from devkit.forward import Forward
-from devkit.registry import Registry
-from devkit.topology import PEER_IP, POD_IP, in_ns, ip, pod_topology
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
-from tests.conftest import require_programs
 from tests.integration.guestagent.requests import ALLOW_ALL
-from tests.integration.network.test_vm_workload import REGISTRY_PORT, registry
+from tests.integration.network.test_vm_workload import registry
+from tests.integration.shim.podvm import (
+    ICMP_ECHO,
+    NETWORK_POLICY,
+    container_bundle,
+    pause_bundle,
+    qemus_under,
+    write_config,
+)
 from tests.integration.vm.conftest import guest_image
 from tests.unit.shim.harness import Harness, running
 from ttrpc import PermissionDenied, Unimplemented
 
 pytestmark = pytest.mark.vm
-__all__ = ["guest_image", "registry"]  # fixtures shared with the VM and network tests
-
-
-def write_config(image: GuestImage, path: Path) -> runtime_config.RuntimeConfig:
-    path.write_text(
-        f"""
-platform = "qemu-insecure"
-[guest]
-kernel = "{image.kernel}"
-initrd = "{image.initrd}"
-rootfs = "{image.root}"
-manifest = "{image.directory / "manifest.json"}"
-[timeouts]
-boot_seconds = 300
-"""
-    )
-    return runtime_config.load(path)
-
-
-def qemus_under(folder: Path) -> list[str]:
-    found = subprocess.run(
-        ["pgrep", "-a", "qemu-system"], capture_output=True, text=True, check=False
-    )
-    return [line for line in found.stdout.splitlines() if str(folder) in line]
+# Fixtures shared with the VM and network tests, and the helpers other test modules
+# (and bench/pod_bench.py) import from here.
+__all__ = [
+    "ICMP_ECHO",
+    "NETWORK_POLICY",
+    "container_bundle",
+    "guest_image",
+    "pause_bundle",
+    "qemus_under",
+    "registry",
+    "write_config",
+]
 
 
 async def test_sandbox_vm_with_bound_initdata(guest_image: GuestImage, sockets: Path) -> None:
@@ -103,59 +91,6 @@ async def test_task_create_without_initdata_is_denied_by_the_guest(
         assert "initdata" in str(err.value)
         assert qemus_under(sockets) == []
     assert daemon.store.load_all() == ([], [])
-
-
-def pause_bundle(
-    folder: Path, annotations: dict[str, str], pod_id: str = "pod1", netns: Path | None = None
-) -> Path:
-    """The sandbox container's bundle as containerd's CRI writes it (trimmed)."""
-    bundle = folder / "bundles" / pod_id
-    bundle.mkdir(parents=True)
-    spec = {
-        "ociVersion": "1.0.2-dev",
-        "process": {
-            "user": {"uid": 65535, "gid": 65535},
-            "args": ["/pause"],
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "cwd": "/",
-            "noNewPrivileges": True,
-        },
-        "root": {"path": "rootfs", "readonly": True},
-        "hostname": pod_id,
-        "mounts": [
-            {
-                "destination": "/proc",
-                "type": "proc",
-                "source": "proc",
-                "options": ["nosuid", "noexec", "nodev"],
-            },
-            {
-                "destination": "/dev",
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-            },
-            {
-                "destination": "/sys",
-                "type": "sysfs",
-                "source": "sysfs",
-                "options": ["nosuid", "noexec", "nodev", "ro"],
-            },
-        ],
-        "annotations": {
-            "io.kubernetes.cri.container-type": "sandbox",
-            "io.kubernetes.cri.sandbox-id": pod_id,
-            **annotations,
-        },
-        "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
-            "maskedPaths": ["/proc/kcore"],
-        },
-    }
-    if netns is not None:
-        spec["linux"]["namespaces"].append({"type": "network", "path": str(netns)})  # type: ignore[index]
-    (bundle / "config.json").write_text(json.dumps(spec))
-    return bundle
 
 
 async def exec_in(daemon: Harness, folder: Path) -> bytes:
@@ -265,160 +200,3 @@ async def test_restarted_daemon_reattaches_to_a_running_pod_vm(
         assert [e.topic for e in envelopes] == ["/tasks/exit", "/tasks/delete"]
         assert qemus_under(sockets) == []
     assert second.store.load_all() == ([], [])
-
-
-# An ICMP echo request (no ping(8) on our machines), retried until a reply comes.
-ICMP_ECHO = """
-import socket, struct, sys, time
-def checksum(data):
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    total = (total >> 16) + (total & 0xFFFF)
-    return ~(total + (total >> 16)) & 0xFFFF
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-s.settimeout(2)
-body = struct.pack("!BBHHH", 8, 0, 0, 0x4242, 1) + b"contrast"
-packet = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
-deadline = time.monotonic() + 60
-while time.monotonic() < deadline:
-    s.sendto(packet, (sys.argv[1], 0))
-    try:
-        while True:
-            data, (source, _) = s.recvfrom(1024)
-            icmp = data[(data[0] & 0x0F) * 4:]
-            if source == sys.argv[1] and icmp[0] == 0 and icmp[4:6] == b"BB":
-                print("reply from", source)
-                sys.exit(0)
-    except TimeoutError:
-        continue
-print("no reply")
-"""
-
-NETWORK_POLICY = ALLOW_ALL + "".join(
-    f"default {name} := true\n"
-    for name in ("UpdateInterfaceRequest", "UpdateRoutesRequest", "AddARPNeighborsRequest")
-)
-
-
-async def test_sandbox_vm_joins_the_pods_network(guest_image: GuestImage, sockets: Path) -> None:
-    """A pod with a CNI-style netns: the VM gets the pod's address (a peer on the pod
-    network pings it, the guest answers), and removing the pod leaves no tap and no
-    qdisc of ours in the netns."""
-    require_programs("ip", "tc")
-    doc = document.create({document.POLICY_NAME: NETWORK_POLICY}, "sha384")
-    initdata = {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)}
-    with pod_topology() as topo:
-        bundle = pause_bundle(sockets, initdata, netns=topo.path(topo.pod))
-        async with running(sockets, PodVmBackend()) as daemon:
-            write_config(guest_image, daemon.config_path)
-            await daemon.register("pod1")
-            request = shim_pb2.CreateTaskRequest(
-                id="pod1", bundle=str(bundle), options=daemon.options()
-            )
-            await daemon.task.Create(request)
-            await daemon.task.Start(shim_pb2.StartRequest(id="pod1"))
-            assert TAP_NAME in ip("-n", topo.pod, "link")
-            pinged = await asyncio.to_thread(
-                subprocess.run,
-                in_ns(topo.peer, ["/usr/bin/python3", "-c", ICMP_ECHO, POD_IP]),
-                capture_output=True, text=True, timeout=90, check=False,
-            )  # fmt: skip
-            assert pinged.stdout.strip() == f"reply from {POD_IP}", pinged.stdout + pinged.stderr
-            await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
-            await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
-            await daemon.task.Delete(shim_pb2.DeleteRequest(id="pod1"))
-        assert TAP_NAME not in ip("-n", topo.pod, "link")
-        qdiscs = subprocess.run(
-            ["tc", "-n", topo.pod, "qdisc", "show", "dev", "eth0"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout  # fmt: skip
-        assert "ingress" not in qdiscs
-        assert qemus_under(sockets) == []
-
-
-def container_bundle(folder: Path, image: str, args: list[str]) -> Path:
-    """A workload container's bundle as CRI writes it (trimmed), in sandbox pod1."""
-    bundle = folder / "bundles" / "app"
-    bundle.mkdir(parents=True)
-    spec = {
-        "ociVersion": "1.0.2-dev",
-        "process": {
-            "user": {"uid": 0, "gid": 0},
-            "args": args,
-            "env": ["PATH=/bin"],
-            "cwd": "/",
-        },
-        "root": {"path": "rootfs"},
-        "mounts": [
-            {"destination": "/proc", "type": "proc", "source": "proc",
-             "options": ["nosuid", "noexec", "nodev"]},
-        ],
-        "annotations": {
-            "io.kubernetes.cri.container-type": "container",
-            "io.kubernetes.cri.sandbox-id": "pod1",
-            "io.kubernetes.cri.image-name": image,
-        },
-        "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"},
-                                 {"type": "mount"}]},
-    }  # fmt: skip
-    (bundle / "config.json").write_text(json.dumps(spec))
-    return bundle
-
-
-async def test_workload_container_output_reaches_containerds_fifo(
-    guest_image: GuestImage, sockets: Path, registry: tuple[Registry, str]
-) -> None:
-    """The pod's workload container: its image pulled in the guest from a registry on
-    the pod network, its output through the FIFO containerd hands over, its exit
-    status and events as CRI expects them."""
-    require_programs("ip", "tc")
-    reg, digest = registry
-    host = f"{PEER_IP}:{REGISTRY_PORT}"
-    data = {
-        document.POLICY_NAME: NETWORK_POLICY,
-        "imagepull.toml": f'[registries."{host}"]\ninsecure = true\n',
-    }
-    initdata = {INITDATA_ANNOTATION: codec.encode_annotation(document.create(data, "sha384").raw)}
-    port = int(reg.host.rsplit(":", 1)[1])
-    with (
-        pod_topology() as topo,
-        Forward(topo.path(topo.peer), (PEER_IP, REGISTRY_PORT), ("127.0.0.1", port)),
-    ):
-        pause = pause_bundle(sockets, initdata, netns=topo.path(topo.pod))
-        app = container_bundle(
-            sockets, f"{host}/test/busybox@{digest}",
-            ["/bin/sh", "-c", "echo hello from the workload; exit 3"],
-        )  # fmt: skip
-        fifo = sockets / "app-stdout"
-        os.mkfifo(fifo)
-        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            async with running(sockets, PodVmBackend()) as daemon:
-                write_config(guest_image, daemon.config_path)
-                for task_id, bundle in (("pod1", pause), ("app", app)):
-                    await daemon.register(task_id)
-                    await daemon.task.Create(
-                        shim_pb2.CreateTaskRequest(
-                            id=task_id, bundle=str(bundle), options=daemon.options(),
-                            stdout=str(fifo) if task_id == "app" else "",
-                        ),
-                        timeout=600,
-                    )  # fmt: skip
-                    await daemon.task.Start(shim_pb2.StartRequest(id=task_id))
-                waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="app"))
-                assert waited.exit_status == 3
-                await daemon.task.Delete(shim_pb2.DeleteRequest(id="app"))
-                await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
-                await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
-                await daemon.task.Delete(shim_pb2.DeleteRequest(id="pod1"))
-                envelopes = await daemon.sink.wait_for(8)
-            assert os.read(reader, 4096) == b"hello from the workload\n"
-        finally:
-            os.close(reader)
-    by_topic = {topic: kind for kind, topic in TOPICS.items()}
-    app_events = [
-        e.topic
-        for e in envelopes
-        if by_topic[e.topic].FromString(e.event.value).container_id == "app"  # type: ignore[attr-defined]
-    ]
-    assert app_events == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
-    assert qemus_under(sockets) == []
