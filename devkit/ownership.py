@@ -72,8 +72,13 @@ def claim(*, force: bool = False) -> str:
         return current
     own = token_of(os.getpid())
     assert own is not None
-    OWNERS.mkdir(parents=True, exist_ok=True)
-    (OWNERS / own).touch()
+    try:
+        OWNERS.mkdir(parents=True, exist_ok=True)
+        (OWNERS / own).touch()
+    except PermissionError:
+        # Not root (/run is root's): what we start still carries the marker; only the
+        # guard that keeps a live owner with an inherited dead marker is lost.
+        log.debug("cannot record owner %s under %s (not root)", own, OWNERS)
     os.environ[MARKER] = own
     return own
 
