@@ -216,7 +216,10 @@ class Link:
                 upstream = await transport.connect_unix(self.upstream_path, lambda: Upstream(self))
             except TransportError as err:
                 log.debug("%s: %s", self.namespace, err)
-                self.hub.daemon_wanted()
+                try:
+                    self.hub.daemon_wanted()
+                except Exception:  # nothing may end the reconnect loop
+                    log.exception("%s: asking for a daemon failed", self.namespace)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue

@@ -131,7 +131,12 @@ class Relay:
         if self._daemon_runs():
             return  # up or starting; the namespace's socket is not (yet) served
         log.warning("no node daemon answers on %s: starting one", self.config.socket)
-        self._daemon = spawn_detached("agent.daemon", self.config.run_dir, daemon_settings.LOG_FILE)
+        try:
+            self._daemon = spawn_detached(
+                "agent.daemon", self.config.run_dir, daemon_settings.LOG_FILE
+            )
+        except (OSError, subprocess.SubprocessError) as err:
+            log.error("cannot start the node daemon: %s", err)  # noqa: TRY400 (says it all)
 
     def _daemon_runs(self) -> bool:
         """A daemon answers, or holds the run directory's lock (reattaching, not yet

@@ -17,6 +17,7 @@ from google.protobuf import empty_pb2
 from agent.daemon.lifecycle import lock_held, single_instance
 from agent.daemon.settings import Settings
 from agent.relay import link as link_module
+from agent.relay import relay as relay_module
 from agent.relay.relay import Relay
 from api.containerd.task.v2 import shim_pb2
 from api.node import relay_pb2
@@ -319,3 +320,38 @@ async def test_a_stopping_daemon_leaves_its_pending_waits_to_the_next_one(run_di
         assert (await asyncio.wait_for(wait, 10)).exit_status == 3
         assert second.calls == ["Wait c1"]
     await endpoints.close()
+
+
+async def test_an_unsupervised_relay_leaves_once_idle(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With containerd connected and the daemon gone, an unsupervised relay starts a
+    daemon and stays; with no containerd connection and no daemon (socket or lock) it
+    is idle after IDLE_SECONDS."""
+    monkeypatch.setattr(relay_module, "IDLE_SECONDS", 0.5)
+    started: list[str] = []
+
+    class Exited:
+        def poll(self) -> int:
+            return 1  # as a daemon that found another one running
+
+    def spawn(module: str, folder: Path, log_name: str) -> Exited:
+        started.append(module)
+        return Exited()
+
+    monkeypatch.setattr(relay_module, "spawn_detached", spawn)
+    daemon = await serve_daemon(run_dir, FakeDaemon())
+    relay = Relay(Settings(run_dir, run_dir / "state", "pod-vm", None, supervised=False))
+    await relay.start()
+    try:
+        watcher = asyncio.create_task(relay.watch_idle())
+        async with await client_of(relay) as client:
+            assert (await state(client, "c1")).pid == 1234
+            await daemon.close()
+            await asyncio.sleep(2.5)
+            assert not relay.idle.is_set()  # containerd is connected
+            assert started[:1] == ["agent.daemon"]  # unsupervised: it starts a daemon
+        await asyncio.wait_for(relay.idle.wait(), 10)
+        await watcher
+    finally:
+        await relay.close()
