@@ -1,37 +1,44 @@
-"""Pods through the node daemon: our overhead on top of the VM boot, and daemon memory.
+"""Pods through containerd's CRI and the node daemon: time to first output, our overhead
+on top of the VM boot and the image pull, and the daemon's memory per pod.
 
-- floor: the same pod's sandbox without the daemon: agent.vm launch, then the guest
-  agent calls the daemon makes (CreateSandbox, CreateContainer, StartContainer of the
-  pause container) sent straight over the transport;
-- ours: containerd's calls for a pod's sandbox through the real daemon process (started by
-  the shim entry, as containerd would): shim ``start``, Task Create + Start of the pause
-  container (VM launch, initdata, CreateSandbox, CreateContainer, StartContainer);
-  overhead = ours - floor (target: < 500 ms);
+- CRI to first output (devkit.crinode: one containerd 1.6 with our handler and runc):
+  RunPodSandbox, CreateContainer and StartContainer of the digest-pinned busybox image
+  (already pulled by containerd: the host pull is the same for both runtimes), until
+  its first line is in the container's CRI log; ours and runc interleaved, same run;
+- VM boot, same run (bench.vm_boot_bench, at our pod-VM's default size): the floor (same
+  kernel and QEMU flags, an initramfs that powers off) and our pod-VM from launch to its
+  guest agent's first policy-checked reply;
+- guest pull: the guest puller's own figure for the workload image ("pulled <ref>: ...
+  <seconds>s" in the pod-VM's console log);
+- our overhead = ours - VM boot (to the agent) - guest pull (target < 500 ms);
+- the pod sandbox without CRI: shim start + Task Create + Start of the pause container
+  through the daemon vs the same guest agent calls straight over the transport;
 - memory: the daemon's RSS with 0, 1 and N pods (target: <= 3 MiB per additional pod),
   next to the RSS of one Go ``containerd-shim-runc-v2`` measured in the same run (runc
   and Kata run one shim process per pod; Kata's is 25-70 MiB).
 
-Not measured yet: CRI RunPodSandbox to a workload container's first output (workload
-containers need pod networking and in-guest image pulls wired into the daemon).
-
-    .venv/bin/python -m bench.pod_bench [--pods 5] [--memory 256]
+    .venv/bin/python -m bench.pod_bench [--runs 2] [--pods 5] [--memory 256]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import re
 import signal
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import any_pb2
 
 from agent.initdata import from_annotation, prepare
 from agent.sandbox.backend import ContainerSpec
+from agent.sandbox.config import VmSizes
 from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.state import VmRecord
 from agent.transport.client import AgentClient
@@ -40,16 +47,21 @@ from agent.vm.config import Disk, Platform, VirtioSerialTransport, VMConfig
 from agent.vm.manager import VM
 from api.containerd.task.v2 import shim_pb2
 from api.runtimeoptions.v1 import api_pb2 as runtimeoptions
+from bench import vm_boot_bench
+from devkit.crilog import wait_for_line
+from devkit.crinode import CriNode, cri_node
 from guest.image.build import ensure_image
 from guest.image.manifest import GuestImage
 from guest.initdata import codec, document
 from shim.task import SERVICE
 from tests.integration.guestagent.requests import ALLOW_ALL
-from tests.integration.shim.node import Node, node_env
+from tests.integration.shim.node import Node, node_env, relay_pid
 from tests.integration.shim.test_pod_vm import pause_bundle
 from tests.support.runc_shim import run_runc_shim
 from tests.unit.shim.harness import NamespacedStub
 from ttrpc import Client, ServiceStub
+
+INITDATA = "io.katacontainers.config.hypervisor.cc_init_data"
 
 
 def rss_kib(pid: int) -> int:
@@ -152,8 +164,166 @@ async def stop_pods(node: Node, pods: list[str]) -> None:
             await task.Delete(shim_pb2.DeleteRequest(id=pod))
 
 
-async def main(pods: int, memory: int) -> None:
+FIRST_LINE = "first output"
+WORKLOAD = ["/bin/sh", "-c", f"echo {FIRST_LINE}; exec sleep 600"]
+PULLED = re.compile(r"pulled (\S+): \d+ layers, \d+ fetched, ([0-9.]+)s")
+
+
+@dataclass(frozen=True)
+class FirstOutput:
+    """Seconds from the start of RunPodSandbox to the end of each call, and to the
+    container's first log line; ``pull``: the guest's own pull time (ours only)."""
+
+    sandbox: float
+    create: float
+    start: float
+    output: float
+    pull: float | None
+
+
+def guest_pull_seconds(node: CriNode, reference: str) -> float | None:
+    """The guest puller's figure for ``reference`` in the node's pod-VM console logs."""
+    for log in node.node.root.rglob("console.log"):
+        for match in PULLED.finditer(log.read_text(errors="replace")):
+            if match[1] == reference:
+                return float(match[2])
+    return None
+
+
+def first_output(
+    node: CriNode, handler: str, annotations: dict[str, str], name: str
+) -> FirstOutput:
+    """One pod through CRI until its container's first output; then stopped and removed."""
+    cri = node.cri
+    spec = node.pod(name, annotations)
+    started = time.monotonic()
+    pod_id = cri.run_pod_spec(spec, handler).pod_sandbox_id
+    try:
+        sandbox = time.monotonic() - started
+        cid = cri.create_container(pod_id, spec, "first", image=node.image, command=WORKLOAD)
+        create = time.monotonic() - started
+        cri.start_container(cid)
+        start = time.monotonic() - started
+        wait_for_line(Path(spec.log_directory) / "first.log", FIRST_LINE, 600)
+        output = time.monotonic() - started
+        pull = guest_pull_seconds(node, node.image) if handler == node.handler else None
+    finally:
+        cri.stop_pod(pod_id)
+        cri.remove_pod(pod_id)
+    return FirstOutput(sandbox, create, start, output, pull)
+
+
+@dataclass(frozen=True)
+class CriRuns:
+    runc: list[FirstOutput]
+    ours: list[FirstOutput]
+    first_runc: FirstOutput  # the node's first pod of each runtime (not in the lists):
+    first_ours: FirstOutput  # containerd's first use, our shim starting relay and daemon
+
+
+def cri_runs(image: GuestImage, runs: int) -> CriRuns:
+    """A first pod each for runc and ours, then ``runs`` more each, interleaved, through
+    one containerd."""
+    runc: list[FirstOutput] = []
+    ours: list[FirstOutput] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="podc-", dir="/tmp") as tmp,
+        cri_node(image, parent=Path(tmp)) as node,
+    ):
+        settings = node.puller_settings()
+        policy = document.create(
+            {document.POLICY_NAME: vm_boot_bench.ALLOW_ALL, "imagepull.toml": settings}, "sha384"
+        )
+        annotations = {INITDATA: codec.encode_annotation(policy.raw)}
+        node.cri.pull_image(node.image)  # the host pull, the same for both runtimes
+        first_runc = first_output(node, node.runc_handler, {}, "runc-first")
+        first_ours = first_output(node, node.handler, annotations, "ours-first")
+        for i in range(runs):
+            runc.append(first_output(node, node.runc_handler, {}, f"runc{i}"))
+            ours.append(first_output(node, node.handler, annotations, f"ours{i}"))
+        left = node.leftovers()
+        if left:
+            raise SystemExit(f"the bench's pods left behind: {left}")
+    return CriRuns(runc, ours, first_runc, first_ours)
+
+
+async def vm_boots(image: GuestImage, runs: int) -> tuple[list[float], list[float]]:
+    """bench.vm_boot_bench's floor and our boot to the first policy-checked agent reply,
+    at our pod-VM's default size (agent.sandbox.config.VmSizes)."""
+    sizes = VmSizes()
+    floors: list[float] = []
+    boots: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="podv-", dir="/tmp") as tmp:
+        folder = Path(tmp)
+        floor_cfg = dataclasses.replace(
+            vm_boot_bench.config(image, folder, "floor"),
+            initrd=folder / "floor.img", vcpus=sizes.vcpus, memory_mib=sizes.memory_mib,
+        )  # fmt: skip
+        vm_boot_bench.floor_initrd(floor_cfg.initrd)
+        for _ in range(runs):
+            floors.append(await vm_boot_bench.boot_floor(floor_cfg))
+            cfg = dataclasses.replace(
+                vm_boot_bench.config(image, folder, "pod"),
+                vcpus=sizes.vcpus, memory_mib=sizes.memory_mib,
+            )  # fmt: skip
+            boots.append((await vm_boot_bench.boot_to_agent(cfg))[1])
+    return floors, boots
+
+
+def median_of(runs: list[FirstOutput], field: str) -> float:
+    return statistics.median(float(getattr(run, field)) for run in runs)
+
+
+def print_cri(measured: CriRuns, floors: list[float], boots: list[float]) -> None:
+    runc, ours = measured.runc, measured.ours
+    print("CRI RunPodSandbox to the container's first output, seconds from RunPodSandbox to")
+    print("the end of RunPodSandbox, CreateContainer, StartContainer, and the first log line:")
+    print(f"  {'':18} {'sandbox':>8} {'create':>8} {'start':>8} {'output':>8}")
+    fields = ("sandbox", "create", "start", "output")
+    for label, runs in (("runc (median)", runc), ("ours (median)", ours)):
+        cells = " ".join(f"{median_of(runs, f):8.2f}" for f in fields)
+        print(f"  {label:18} {cells}   runs {[round(r.output, 2) for r in runs]}")
+    for label, run in (
+        ("runc, node's 1st", measured.first_runc),
+        ("ours, node's 1st", measured.first_ours),
+    ):
+        cells = " ".join(f"{getattr(run, f):8.2f}" for f in fields)
+        print(f"  {label:18} {cells}")
+    print("  (node's 1st: not in the medians; ours starts the relay and node daemon then)")
+    pulls = [r.pull for r in ours if r.pull is not None]
+    total = median_of(ours, "output")
+    floor, boot = statistics.median(floors), statistics.median(boots)
+    print(f"VM boot floor (vm_boot_bench: kernel + initramfs that powers off): {floor:.2f} s")
+    print(f"  runs {[round(f, 2) for f in floors]}")
+    print(f"our pod-VM boot to the first policy-checked agent reply: {boot:.2f} s")
+    print(f"  runs {[round(b, 2) for b in boots]}")
+    if len(pulls) != len(ours):
+        print("guest pull: no 'pulled' line in a pod-VM's console log; overhead not computed")
+        return
+    pull = statistics.median(pulls)
+    print(f"guest pull of the workload image (the guest puller's figure): {pull:.2f} s")
+    print(f"  runs {[round(p, 2) for p in pulls]}")
+    overhead = total - boot - pull
+    print(
+        f"our overhead = total - boot - pull = {total:.2f} - {boot:.2f} - {pull:.2f} s "
+        f"= {1000 * overhead:.0f} ms (target < 500 ms)"
+    )
+    print(
+        f"  (total - floor - pull = {1000 * (total - floor - pull):.0f} ms: our guest's boot too)"
+    )
+    spread = max(r.output for r in ours) - min(r.output for r in ours)
+    print(f"  spread of our totals over the runs: {1000 * spread:.0f} ms")
+
+
+async def main(runs: int, pods: int, memory: int) -> None:
     image = ensure_image()
+    floors_boot, boots = await vm_boots(image, runs)
+    measured = await asyncio.to_thread(cri_runs, image, runs)
+    print(
+        f"TCG; our pod-VMs at the default size {VmSizes().vcpus} vCPU, {VmSizes().memory_mib} MiB"
+    )
+    print_cri(measured, floors_boot, boots)
+    print()
     annotation = initdata_annotation()
     with tempfile.TemporaryDirectory(prefix="podb-", dir="/tmp") as tmp:
         floors = []
@@ -174,6 +344,8 @@ async def main(pods: int, memory: int) -> None:
         for name in names[1:]:
             times.append(await start_pod(node, options, annotation, name))
         rss_many = rss_kib(pid)
+        relay = relay_pid(node)
+        relay_rss = rss_kib(relay) if relay is not None else None
         await stop_pods(node, names)
         rss_after = rss_kib(pid)
     with node_env("pod-vm") as empty:  # a fresh daemon that never ran a pod
@@ -186,7 +358,7 @@ async def main(pods: int, memory: int) -> None:
 
     ours = statistics.median(times)
     per_pod = (rss_many - rss_one) / max(pods - 1, 1) / 1024
-    print(f"TCG, 1 vCPU, {memory} MiB per pod-VM, {pods} pods")
+    print(f"without CRI: TCG, 1 vCPU, {memory} MiB per pod-VM, {pods} pods")
     print("floor (no daemon: agent.vm launch, then CreateSandbox, CreateContainer and")
     print(f"  StartContainer of the pause container over the transport): median {floor:.2f} s")
     print(f"  runs: {[round(f, 2) for f in floors]}")
@@ -202,12 +374,18 @@ async def main(pods: int, memory: int) -> None:
         f"{pods} pods {rss_many / 1024:.1f} MiB, after removing them {rss_after / 1024:.1f} MiB"
     )
     print(f"daemon memory per additional pod: {per_pod:.2f} MiB (target <= 3 MiB)")
+    if relay_rss is not None:
+        print(
+            f"plus the relay (one per node, holds containerd's connections): "
+            f"{relay_rss / 1024:.1f} MiB"
+        )
     print(f"baseline: one serving Go containerd-shim-runc-v2: {runc_rss / 1024:.1f} MiB per pod")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2, help="pods per runtime through CRI")
     parser.add_argument("--pods", type=int, default=5)
     parser.add_argument("--memory", type=int, default=256, help="MiB per pod-VM")
     args = parser.parse_args()
-    asyncio.run(main(args.pods, args.memory))
+    asyncio.run(main(args.runs, args.pods, args.memory))
