@@ -99,7 +99,7 @@ def test_errors_name_the_problem(guest: tuple[str, Path]) -> None:
     with pytest.raises(
         netconfig.NetconfigError, match="no network link with MAC 02:00:00:00:00:77"
     ):
-        # modprobe of virtio_net happens first; on this host it may or may not exist.
+        # The guest loads virtio_net at boot; here the MAC is simply absent (short wait).
         netns.run(path, lambda: netconfig.update_interface(missing, timeout=0.2))
     with pytest.raises(netconfig.NetconfigError, match="no device 'eth9'"):
         netns.run(path, lambda: netconfig.update_routes(
