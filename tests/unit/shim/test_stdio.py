@@ -118,7 +118,7 @@ async def test_containerd_reads_end_of_file_when_the_guest_stream_ends(tmp_path:
     bridge.open()
     try:
         reading = asyncio.gather(read_until_eof(out_fd), read_until_eof(err_fd))
-        assert await asyncio.wait_for(reading, 10) == [b"exec ok\n", b""]
+        assert list(await asyncio.wait_for(reading, 10)) == [b"exec ok\n", b""]
     finally:
         await bridge.close()
         os.close(out_fd)
