@@ -131,7 +131,8 @@ def run_pod(report: Report, image: GuestImage, crinode: CriNode) -> None:
         except DemoError as err:
             tail = crinode.node.daemon_log()[-3000:]
             raise DemoError(f"{err}\ndaemon log (tail):\n{tail}") from err
-        report.info(f"container log {log_file}:")
+        report.info(f"container log {log_file} (first output {time.monotonic() - started:.1f} s")
+        report.info("  after RunPodSandbox began):")
         for line in output.lines:
             report.info(f"container> {line}")
         show_confidential(report, image, output, doc.digest.hex())
@@ -222,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if left:
         report.line(f"contrast demo: FAILED at step 6 (teardown): left behind {left}")
         return 1
-    report.info("containerd, node daemon, registry and pod network stopped; temporary root removed")
-    report.info("checked: no QEMU, no mount, no network namespace and no state left")
+    report.info("containerd, relay, node daemon, registry and pod network stopped; temporary")
+    report.info("  root removed. Checked: no QEMU, no process of the demo, no mount, no veth,")
+    report.info("  no network namespace and no state left")
     report.line("contrast demo: done")
     return 0
 
