@@ -178,9 +178,15 @@ class TaskService(TaskProcesses):
         live = pod.live_of(request.id, request.exec_id)
         if request.exec_id:
             assert live.spec is not None
-            await sandbox.exec_process(
-                request.id, request.exec_id, live.spec, process.stdio.terminal
-            )
+            try:
+                await sandbox.exec_process(
+                    request.id, request.exec_id, live.spec, process.stdio.terminal
+                )
+            except BaseException:
+                # As runc's shim: an exec that failed to start has ended (containerd
+                # then Waits for it before Delete, e.g. after a policy refusal).
+                await self._never_started(pod, request.id, request.exec_id)
+                raise
             self._open_stdio(pod, request.id, process, live)
             self._watch(pod, request.id, request.exec_id)
         else:

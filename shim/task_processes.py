@@ -137,6 +137,19 @@ class TaskProcesses:
             live.exited.set_result(done)
         log.info("%s/%s %s exited with %d", pod.record.id, container_id, exec_id or "init", status)
 
+    async def _never_started(self, pod: Pod, container_id: str, exec_id: str) -> None:
+        """Record an exec whose start failed as stopped (255, no TaskExit: it never
+        ran) and answer its waiters."""
+        container = pod.record.container(container_id)
+        process = container.process(exec_id) if container else None
+        if process is None or process.status is Status.STOPPED:
+            return
+        done = replace(process, status=Status.STOPPED, exit_status=255, exited_at_ns=time.time_ns())
+        await self._set_process(pod, container_id, done)
+        live = pod.live_of(container_id, exec_id)
+        if not live.exited.done():
+            live.exited.set_result(done)
+
     async def _create_sandbox(
         self,
         *,
