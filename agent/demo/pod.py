@@ -9,6 +9,7 @@ the policy is refused by the guest; StopPodSandbox and RemovePodSandbox end it.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import grpc
 
 from agent.demo.errors import DemoError
+from devkit.command import run
 from devkit.cri import Cri, PodSpec
 from devkit.crilog import wait_for_line
 from devkit.errors import DevkitError
@@ -61,6 +63,7 @@ class RunningPod:
     cri: Cri
     spec: PodSpec
     pod_id: str
+    netns: Path  # the pod's network namespace, made by containerd for CNI
 
     @property
     def log_directory(self) -> Path:
@@ -71,20 +74,44 @@ class RunningPod:
 
 
 @contextlib.contextmanager
-def pod_sandbox(cri: Cri, handler: str, spec: PodSpec, timeout: float) -> Iterator[RunningPod]:
+def pod_sandbox(
+    cri: Cri, containerd: Path, handler: str, spec: PodSpec, timeout: float
+) -> Iterator[RunningPod]:
     """RunPodSandbox of ``spec`` (a pod-network pod with its log directory); on the way
     out StopPodSandbox and RemovePodSandbox if the pod is still there (after a failure)."""
     try:
         pod_id = cri.run_pod_spec(spec, handler, timeout=timeout).pod_sandbox_id
     except grpc.RpcError as err:
         raise DemoError(f"RunPodSandbox: {err.details()}") from err
-    pod = RunningPod(cri, spec, pod_id)
+    try:
+        netns = sandbox_netns(containerd, pod_id)
+    except DemoError:
+        with contextlib.suppress(grpc.RpcError):
+            cri.stop_pod(pod_id)
+            cri.remove_pod(pod_id)
+        raise
+    pod = RunningPod(cri, spec, pod_id, netns)
     try:
         yield pod
     finally:
         with contextlib.suppress(grpc.RpcError, DemoError):
             if any(p.id == pod_id for p in cri.pods()):
                 remove(pod)  # after a failure: the failure is what gets reported
+
+
+def sandbox_netns(containerd: Path, pod_id: str) -> Path:
+    """The pod's network namespace: the path in its sandbox container's OCI spec
+    (``ctr containers info`` on containerd's socket ``containerd``)."""
+    try:
+        info = json.loads(
+            run(["ctr", "-a", str(containerd), "-n", "k8s.io", "containers", "info", pod_id])
+        )
+    except (DevkitError, ValueError) as err:
+        raise DemoError(f"the pod's sandbox container: {err}") from err
+    for namespace in info.get("Spec", {}).get("linux", {}).get("namespaces", []):
+        if namespace.get("type") == "network" and namespace.get("path"):
+            return Path(namespace["path"])
+    raise DemoError(f"the sandbox container of pod {pod_id} names no network namespace")
 
 
 def run_container(pod: RunningPod, image: str, timeout: float) -> str:
@@ -132,3 +159,5 @@ def remove(pod: RunningPod) -> None:
         raise DemoError(f"pod {pod.pod_id} still listed after RemovePodSandbox")
     if containers:
         raise DemoError(f"containers {containers} still listed after their pod's removal")
+    if pod.netns.exists():
+        raise DemoError(f"the pod's network namespace {pod.netns} is still there")

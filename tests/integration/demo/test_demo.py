@@ -21,7 +21,6 @@ def test_demo_runs_a_confidential_pod_and_leaves_nothing(
     require_programs(*demo.PROGRAMS)
     if os.geteuid() != 0:
         pytest.skip("the demo needs root")
-    netns_before = set(demo._netns())
 
     code = demo.main([])
 
@@ -44,5 +43,12 @@ def test_demo_runs_a_confidential_pod_and_leaves_nothing(
     assert re.search(r"^ +pod [0-9a-f]{12} ready after ", out, re.MULTILINE), out
     assert "CRI StopPodSandbox + RemovePodSandbox: pod and container gone" in out
     assert out.rstrip().endswith("contrast demo: done")
-    assert set(demo._netns()) == netns_before
+    tag = re.search(r"containerd runs in netns cnode-([0-9a-f]+),", out)
+    assert tag is not None, out
+    pod_netns = re.search(
+        r"its network namespace \(containerd's, set up by CNI\): (\S+)$", out, re.M
+    )
+    assert pod_netns is not None, out
+    assert not Path(pod_netns[1]).exists()
+    assert not {f"cnode-{tag[1]}", f"cpod-{tag[1]}", f"cpeer-{tag[1]}"} & set(demo._netns())
     assert demo.leftovers(Path("/tmp/contrast-demo-")) == []  # any demo root, as a prefix
