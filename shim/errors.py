@@ -4,6 +4,14 @@ containerd 1.6 turns the status code back into its errdefs (NotFound,
 FailedPrecondition, ...), which CRI relies on: e.g. Kill of an exited process must
 be NotFound. NotImplementedError is left to the ttrpc server, which answers
 UNIMPLEMENTED with its message.
+
+An image reference that cannot be pinned is FAILED_PRECONDITION: containerd's
+``errdefs.FromGRPC`` keeps our message for it (``<message>: failed precondition``)
+and CRI's ``ToGRPC`` answers StartContainer with the same code and the whole chain,
+so the kubelet sees the reference and why. INTERNAL (our default) becomes errdefs'
+"unknown", which CRI passes on as UNKNOWN; NOT_FOUND would keep the message too, but
+containerd and CRI read NotFound as "the task/container is gone" (their cleanup
+paths ignore it), which a missing image record is not.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from typing import ParamSpec, TypeVar
 from agent.sandbox.errors import (
     AnnotationError,
     GuestAgentError,
+    ImageRefError,
     RuntimeConfigError,
     SandboxError,
     TaskStateError,
@@ -34,7 +43,7 @@ def to_status(err: Exception) -> StatusError:
     """The ttrpc status for an error of the sandbox layer."""
     if isinstance(err, UnknownTaskError):
         return NotFound(str(err))
-    if isinstance(err, TaskStateError):
+    if isinstance(err, TaskStateError | ImageRefError):
         return FailedPrecondition(str(err))
     if isinstance(err, RuntimeConfigError | AnnotationError):
         return InvalidArgument(str(err))

@@ -279,7 +279,9 @@ async def test_an_image_that_cannot_be_pinned_fails_the_create_naming_it(sockets
         request = shim_pb2.CreateTaskRequest(
             id="pod1", bundle=str(bundle), options=daemon.options()
         )
-        with pytest.raises(Internal, match=r"image reg\.example/app:1: asking containerd"):
+        with pytest.raises(
+            FailedPrecondition, match=r"image reg\.example/app:1: asking containerd"
+        ):
             await daemon.task.Create(request)
         assert daemon.sink.envelopes == []
     assert daemon.store.load_all() == ([], [])
