@@ -17,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from agent.daemon import logfile
+from agent.daemon import settings as daemon_settings
 from ttrpc import PeerCredentials
 
 
@@ -78,14 +80,21 @@ def remove_pid_file(path: Path) -> None:
             path.unlink()
 
 
-def spawn_detached(module: str, run_dir: Path, log_name: str) -> subprocess.Popen[bytes]:
-    """``python -m module`` in its own session, cwd ``/``, output appended to
-    ``<run_dir>/<log_name>``; our environment is passed on. The caller may reap it
-    (the relay does) or exit and leave it to init (the shim entry does)."""
+def spawn_detached(
+    module: str, run_dir: Path, log_name: str, limits: logfile.LogLimits | None = None
+) -> subprocess.Popen[bytes]:
+    """``python -m module --log-file <run_dir>/<log_name>`` in its own session, cwd
+    ``/``, its output appended to that file (rotated first when over ``limits``,
+    default: from our environment); the child keeps the file bounded itself
+    (:mod:`agent.daemon.logfile`). Our environment is passed on. The caller may reap
+    it (the relay does) or exit and leave it to init (the shim entry does). Raises
+    OSError, SubprocessError, SettingsError (limits from a bad environment)."""
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(run_dir / log_name, "ab") as log:
+    path = run_dir / log_name
+    limits = limits if limits is not None else daemon_settings.log_limits()
+    with logfile.open_for_child(path, limits) as log:
         return subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, "--log-file", str(path)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from agent.daemon import settings as daemon_settings
 from agent.daemon.lifecycle import (
@@ -29,6 +30,7 @@ from agent.daemon.lifecycle import (
     single_instance,
     write_pid_file,
 )
+from agent.daemon.logfile import log_to_file
 from agent.daemon.systemd import Notifier, SystemdError, setup_logging
 from agent.events import EventForwarder
 from agent.sandbox.backend import SandboxBackend
@@ -102,12 +104,21 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve the containerd shim API for every Contrast pod-VM of this node.",
     )
     parser.add_argument("--debug", action="store_true", help="log at debug level")
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        help="log to this size-capped, rotated file (stdout and stderr too) instead of "
+        "stderr (set by the shim or relay that starts us detached)",
+    )
     args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO
     try:
-        setup_logging(logging.DEBUG if args.debug else logging.INFO)
+        setup_logging(level)
         notifier = Notifier()
         config = daemon_settings.from_env()
         with single_instance(config.run_dir, daemon_settings.LOCK_FILE, "node daemon"):
+            if args.log_file is not None:  # only the holder of the lock rotates it
+                log_to_file(args.log_file, level, config.log_limits)
             return asyncio.run(serve(config, notifier))
     except (
         DaemonError,

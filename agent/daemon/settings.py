@@ -7,7 +7,10 @@ socket, the pid file, each sandbox's sockets and logs), ``CONTRAST_STATE_DIR``
 (``pod-vm``, the default, or ``local-agent`` with ``CONTRAST_AGENT_SOCKET``: a guest
 agent on a host unix socket, for development and tests), ``CONTRAST_DAEMON_SUPERVISED``
 (``1``: a service manager restarts the daemon, so the relay must not; see
-:mod:`agent.relay`).
+:mod:`agent.relay`), ``CONTRAST_LOG_MAX_BYTES`` and ``CONTRAST_LOG_BACKUPS`` (size of
+``daemon.log``/``relay.log`` and how many rotated files are kept, when a shim or the
+relay started the process detached: :mod:`agent.daemon.logfile`; under systemd the
+journal has its own limits).
 
 Sockets in the run directory: ``daemon.sock`` (the daemon: Shim and Task),
 ``daemon-ns/<namespace>.sock`` (the daemon's Task service per containerd namespace,
@@ -19,8 +22,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from agent.daemon.logfile import LogLimits
 
 SOCKET = "daemon.sock"
 PID_FILE = "daemon.pid"
@@ -46,6 +51,7 @@ class Settings:
     backend: str
     agent_socket: Path | None
     supervised: bool = False
+    log_limits: LogLimits = field(default_factory=LogLimits)
 
     @property
     def socket(self) -> Path:
@@ -72,6 +78,24 @@ class Settings:
         return self.run_dir / NS_DIR
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise SettingsError(f"{name}={text!r}: expected a positive integer")
+    return int(text)
+
+
+def log_limits(env: Mapping[str, str] = os.environ) -> LogLimits:
+    """The log file limits in ``env``; raises SettingsError."""
+    default = LogLimits()
+    return LogLimits(
+        _positive(env, "CONTRAST_LOG_MAX_BYTES", default.max_bytes),
+        _positive(env, "CONTRAST_LOG_BACKUPS", default.backups),
+    )
+
+
 def from_env(env: Mapping[str, str] = os.environ) -> Settings:
     """The settings in ``env``; raises SettingsError."""
     run_dir = Path(env.get("CONTRAST_RUN_DIR", "/run/contrast"))
@@ -89,5 +113,10 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
     if supervised not in ("", "0", "1"):
         raise SettingsError(f"CONTRAST_DAEMON_SUPERVISED={supervised!r}: expected 0 or 1")
     return Settings(
-        run_dir, state_dir, backend, Path(socket) if socket else None, supervised == "1"
+        run_dir,
+        state_dir,
+        backend,
+        Path(socket) if socket else None,
+        supervised == "1",
+        log_limits(env),
     )

@@ -2,7 +2,8 @@
 
 Only when systemd says so: ``NOTIFY_SOCKET`` for notifications, ``WATCHDOG_USEC``
 (and ``WATCHDOG_PID``, when set, naming us) for the watchdog, ``JOURNAL_STREAM`` for
-the journal. Elsewhere none of this runs and logs go to stderr. Under systemd,
+the journal. Elsewhere none of this runs and logs go to stderr (started detached: to a
+size-capped file, :mod:`agent.daemon.logfile`). Under systemd,
 systemd-python (``pip install contrast-node[systemd]``) is required.
 """
 
@@ -14,6 +15,8 @@ import os
 import sys
 from collections.abc import Mapping
 from typing import Any
+
+from agent.daemon.logfile import FORMAT
 
 
 class SystemdError(Exception):
@@ -68,5 +71,5 @@ def setup_logging(
         handler: logging.Handler = journal.JournalHandler(SYSLOG_IDENTIFIER=identifier)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
