@@ -17,6 +17,7 @@ from agent.sandbox.backend import SandboxSpec
 from agent.sandbox.config import INITDATA_ANNOTATION
 from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.vm_backend import PodVmBackend
+from api.containerd.cgroups.v2 import metrics_pb2
 from api.containerd.task.v2 import shim_pb2
 from api.containerd.types.task import task_pb2 as types
 from guest.image.manifest import GuestImage
@@ -33,7 +34,7 @@ from tests.integration.shim.podvm import (
 )
 from tests.integration.vm.conftest import guest_image
 from tests.unit.shim.harness import Harness, running
-from ttrpc import PermissionDenied, Unimplemented
+from ttrpc import PermissionDenied
 
 pytestmark = pytest.mark.vm
 # Fixtures shared with the VM and network tests, and the helpers other test modules
@@ -128,7 +129,8 @@ async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, socke
     """Create, Start, State, Kill, Wait, Delete of a CRI sandbox (pause) container: the
     pause process runs in the pod-VM, containerd hears create, start, exit, delete in
     that order, and afterwards no QEMU and no state are left."""
-    doc = document.create({document.POLICY_NAME: ALLOW_ALL}, "sha384")
+    policy = ALLOW_ALL + "default ListProcessesRequest := true\n"  # Task.Pids
+    doc = document.create({document.POLICY_NAME: policy}, "sha384")
     bundle = pause_bundle(sockets, {INITDATA_ANNOTATION: codec.encode_annotation(doc.raw)})
     async with running(sockets, PodVmBackend()) as daemon:
         write_config(guest_image, daemon.config_path)
@@ -150,11 +152,16 @@ async def test_sandbox_task_lifecycle_in_a_pod_vm(guest_image: GuestImage, socke
             value=json.dumps({"cpu": {"shares": 512}}).encode(),
         )
         await daemon.task.Update(shim_pb2.UpdateTaskRequest(id="pod1", resources=resources))
-        # Not mapped yet: a clear UNIMPLEMENTED, never an empty success.
-        with pytest.raises(Unimplemented, match="Stats: mapping StatsContainer"):
-            await daemon.task.Stats(shim_pb2.StatsRequest(id="pod1"))
-        with pytest.raises(Unimplemented, match="Pids: the Kata agent protocol"):
-            await daemon.task.Pids(shim_pb2.PidsRequest(id="pod1"))
+        # Stats: the pause container's cgroup v2 figures from the guest, as containerd decodes them.
+        stats = (await daemon.task.Stats(shim_pb2.StatsRequest(id="pod1"))).stats
+        assert stats.type_url == "io.containerd.cgroups.v2.Metrics"
+        metrics = metrics_pb2.Metrics.FromString(stats.value)
+        assert metrics.memory.usage > 0
+        assert metrics.pids.current >= 1
+        # Pids: guest pids of the pause container's cgroup (at least the pause process).
+        pids = await daemon.task.Pids(shim_pb2.PidsRequest(id="pod1"))
+        assert len(pids.processes) == metrics.pids.current
+        assert all(p.pid > 0 for p in pids.processes)
         await daemon.task.Kill(shim_pb2.KillRequest(id="pod1", signal=signal.SIGKILL))
         waited = await daemon.task.Wait(shim_pb2.WaitRequest(id="pod1"))
         assert waited.exit_status == 128 + signal.SIGKILL
