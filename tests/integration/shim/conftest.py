@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import pytest
 
 from tests.conftest import require_programs
 from tests.integration.shim.node import Node, guest_agent_on_host, node_env
+from tests.integration.shim.podvm import qemus_under
 from tests.unit.shim.sinks import socket_dir
 
 
@@ -29,6 +33,12 @@ def node_with_agent(monkeypatch: pytest.MonkeyPatch) -> Iterator[Node]:
 
 @pytest.fixture
 def sockets() -> Iterator[Path]:
-    """A short directory (unix socket paths are limited to 107 bytes)."""
+    """A short directory (unix socket paths are limited to 107 bytes). A test that fails
+    while its pod-VM runs leaves the VM to the fixture, which kills it: its QEMU's
+    command line names a path under the folder."""
     with socket_dir() as folder:
         yield folder
+        for line in qemus_under(folder):
+            pid = int(line.split()[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
