@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 CONSOLE_TIMEOUT = 30.0
 OOM_POLL_SECONDS = 0.5
+# Exit codes of forgotten exec'd processes kept per container, for a WaitProcess asked
+# again (a host daemon that restarted replays its pending Wait; the first answer went
+# to the dead connection). Oldest dropped first: probes exec often.
+FINISHED_EXECS_KEPT = 256
 
 Release = Callable[[], Awaitable[None]]
 
@@ -61,6 +65,8 @@ class Container:
     release: Release | None  # undoes the rootfs (unmount), run at removal
     state: State = State.CREATED
     execs: dict[str, Process] = field(default_factory=dict)
+    # exec id -> exit code of exec'd processes already forgotten (insertion ordered).
+    finished_execs: dict[str, int] = field(default_factory=dict)
     oom_kills: int = 0
 
     def process(self, exec_id: str) -> Process:
@@ -188,6 +194,7 @@ class Containers:
             raise FailedPrecondition("an exec needs an exec_id")
         if exec_id in container.execs:
             raise AlreadyExists(f"container {cid} already has process {exec_id!r}")
+        container.finished_execs.pop(exec_id, None)  # the id names a new process now
         if container.state is not State.RUNNING:
             raise FailedPrecondition(f"container {cid} is {container.state.value}, not running")
         n = next(self._counter)
@@ -218,6 +225,8 @@ class Containers:
     async def wait(self, cid: str, exec_id: str) -> int:
         """The process's exit code (128+n for signal n), once it exited. Raises NotFound."""
         container = self.get(cid)
+        if exec_id and exec_id not in container.execs and exec_id in container.finished_execs:
+            return container.finished_execs[exec_id]
         proc = container.process(exec_id)
         code = await asyncio.shield(proc.exited)
         proc.waited = True
@@ -239,6 +248,9 @@ class Containers:
         out = proc.stdio
         done = proc.waited and out.stdout.at_end and out.stderr.at_end
         if proc.exec_id and done and container.execs.pop(proc.exec_id, None) is not None:
+            container.finished_execs[proc.exec_id] = proc.exited.result()
+            while len(container.finished_execs) > FINISHED_EXECS_KEPT:
+                del container.finished_execs[next(iter(container.finished_execs))]
             await out.close()
 
     def _init_exited(self, container: Container) -> None:
