@@ -172,6 +172,7 @@ class TaskProcesses:
             netns=netns_of(oci),
             hostname=str(oci.get("hostname", "")),
             dns=resolv.pod_dns(oci),
+            cgroups_path=str(oci.get("linux", {}).get("cgroupsPath", "")),
         )
         # Recorded before the VM starts: a daemon dying during the launch leaves a record
         # from which the next one finds and stops the VM.

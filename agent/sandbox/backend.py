@@ -41,6 +41,8 @@ class SandboxSpec:
     hostname: str = ""
     # The pod's resolv.conf directives, for the guest (agent.sandbox.resolv).
     dns: tuple[str, ...] = ()
+    # The sandbox container's linux.cgroupsPath (CRI: the pod's cgroup); "" for none.
+    cgroups_path: str = ""
 
 
 @dataclass(frozen=True)

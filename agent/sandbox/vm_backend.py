@@ -25,6 +25,7 @@ from agent import initdata
 from agent.network import pod as pod_network
 from agent.network.errors import NetworkError
 from agent.network.guest import configure_guest
+from agent.sandbox import podcgroup
 from agent.sandbox.backend import PodSandbox, SandboxSpec
 from agent.sandbox.config import RuntimeConfig
 from agent.sandbox.errors import BackendError, SandboxError
@@ -35,7 +36,7 @@ from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from agent.transport.errors import AgentTransportError
 from agent.vm.config import Disk, Platform, VirtioSerialTransport, VMConfig, VsockTransport
-from agent.vm.errors import VMError
+from agent.vm.errors import SpawnSetupError, VMError
 from agent.vm.manager import VM
 from ttrpc import TtrpcError
 
@@ -87,6 +88,8 @@ class PodVmBackend:
         details = {"console_log": str(spec.run_dir / "console.log")}
         if spec.netns is not None:
             details["netns"] = str(spec.netns)
+        if spec.cgroups_path:
+            details[podcgroup.CGROUPS_PATH_KEY] = spec.cgroups_path
         return VmRecord(backend=NAME, pid=0, details=details)
 
     async def create(self, spec: SandboxSpec) -> PodSandbox:
@@ -120,12 +123,39 @@ class PodVmBackend:
         vm_config: VMConfig,
         network: tuple[pod_network.PodNetwork, int] | None,
     ) -> GuestSandbox:
+        """QEMU in the pod's cgroup when the spec names one (see agent.sandbox.podcgroup),
+        else in ours; a failed launch removes the cgroup directories it created."""
+        placement = None
+        if spec.cgroups_path:
+            placement = podcgroup.prepare(spec.cgroups_path, podcgroup.mounted())
+        try:
+            return await self._boot(spec, vm_config, network, placement)
+        except BaseException:
+            if placement is not None:
+                await _remove_cgroup(f"sandbox {spec.id}", placement.created)
+            raise
+
+    async def _boot(
+        self,
+        spec: SandboxSpec,
+        vm_config: VMConfig,
+        network: tuple[pod_network.PodNetwork, int] | None,
+        placement: podcgroup.Placement | None,
+    ) -> GuestSandbox:
         tap_fd = None
         if network is not None:
             vm_config = dataclasses.replace(vm_config, net=network[0].nic())
             tap_fd = network[1]
         try:
-            vm = await VM.launch(vm_config, tap_fd=tap_fd)
+            vm = await VM.launch(
+                vm_config, tap_fd=tap_fd, preexec=placement.join if placement else None
+            )
+        except SpawnSetupError as err:
+            assert placement is not None
+            raise podcgroup.CgroupError(
+                f"sandbox {spec.id}: QEMU could not join its pod cgroup "
+                f"{placement.cgroups_path} ({', '.join(map(str, placement.leaves))}): {err}"
+            ) from err
         except VMError as err:
             raise BackendError(f"sandbox {spec.id}: {err}") from err
         finally:
@@ -133,6 +163,8 @@ class PodVmBackend:
                 os.close(tap_fd)  # QEMU holds its own copy
         timeout = spec.config.timeouts.agent_call_seconds
         try:
+            if placement is not None:
+                podcgroup.verify(vm.process.pid, placement)
             client = await connect(vm_config.transport)
             await vm.wait_ready(spec.config.timeouts.boot_seconds)
             details = {
@@ -142,6 +174,8 @@ class PodVmBackend:
             }
             if spec.netns is not None:
                 details["netns"] = str(spec.netns)
+            if placement is not None:
+                details.update(placement.details())
             record = VmRecord(backend=NAME, pid=vm.process.pid, details=details)
             sandbox = GuestSandbox(AgentClient(client), record, timeout)
             if network is not None:
@@ -204,6 +238,10 @@ class PodVmBackend:
             else:  # reattached: not our child, stop it by pid
                 timeout = self._stop_seconds.pop(sandbox.record.pid, 20.0)
                 await stop_by_pid(sandbox.record, timeout)
+            await _remove_cgroup(
+                f"pod-VM pid {sandbox.record.pid}",
+                podcgroup.created_dirs(sandbox.record.details),
+            )
             if sandbox.record.details.get("netns"):
                 await _teardown(Path(sandbox.record.details["netns"]), "")
 
@@ -219,6 +257,7 @@ class PodVmBackend:
         if record.vm is None or record.vm.backend != NAME:
             return
         kill_orphan(record.vm)
+        await _remove_cgroup(f"sandbox {record.id}", podcgroup.created_dirs(record.vm.details))
         if record.vm.details.get("netns"):
             await _teardown(Path(record.vm.details["netns"]), record.id)
 
@@ -230,6 +269,15 @@ async def _teardown(netns: Path, sandbox_id: str) -> None:
         await pod_network.teardown_netns(netns, sandbox_id)
     except NetworkError as err:
         log.warning("sandbox %s: network teardown in %s failed: %s", sandbox_id, netns, err)
+
+
+async def _remove_cgroup(what: str, created: tuple[Path, ...]) -> None:
+    """The pod cgroup directories we created, once QEMU has left them; failures are
+    logged (the sandbox is gone either way)."""
+    try:
+        await podcgroup.remove(created)
+    except podcgroup.CgroupError as err:
+        log.warning("%s: %s", what, err)
 
 
 def _transport_details(config: VMConfig) -> dict[str, str]:

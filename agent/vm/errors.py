@@ -15,6 +15,11 @@ class QemuError(VMError):
     """QEMU could not be started, or a QMP command failed."""
 
 
+class SpawnSetupError(QemuError):
+    """The setup run in QEMU's process between fork and exec failed (e.g. joining the
+    pod's cgroup): QEMU never ran."""
+
+
 class BootError(VMError):
     """The guest did not reach readiness; carries the console tail."""
 

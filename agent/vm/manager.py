@@ -18,6 +18,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -58,12 +59,18 @@ class VM:
 
     @classmethod
     async def launch(
-        cls, config: VMConfig, *, qmp_timeout: float = 15.0, tap_fd: int | None = None
+        cls,
+        config: VMConfig,
+        *,
+        qmp_timeout: float = 15.0,
+        tap_fd: int | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> VM:
         """Start QEMU for ``config`` and connect QMP; the guest is then booting.
 
         ``tap_fd`` is the open tap for ``config.net`` (QEMU gets a copy; the caller
-        keeps and closes its own).
+        keeps and closes its own). ``preexec`` runs in QEMU's process before exec (see
+        :meth:`QemuProcess.start`; its failure raises SpawnSetupError).
 
         Raises QemuError when QEMU fails to start or QMP does not come up (QEMU is
         then killed and its sockets removed).
@@ -80,7 +87,7 @@ class VM:
         vm = cls(config, process, Monitor(config.name))
         try:
             passed = [s.fileno() for s in listeners] + ([] if tap_fd is None else [tap_fd])
-            await process.start(build_argv(config, fds), passed)
+            await process.start(build_argv(config, fds), passed, preexec)
         except QemuError:
             vm._remove_sockets()
             raise

@@ -7,12 +7,13 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.vm import console
-from agent.vm.errors import QemuError
+from agent.vm.errors import QemuError, SpawnSetupError
 
 log = logging.getLogger(__name__)
 _STDERR_LIMIT = 8192
@@ -62,8 +63,15 @@ class QemuProcess:
         """Call ``callback`` with the ExitInfo when QEMU exits (at most once)."""
         self._callbacks.append(callback)
 
-    async def start(self, argv: Sequence[str], pass_fds: Sequence[int]) -> None:
-        """Start QEMU; raises QemuError when the binary cannot be executed."""
+    async def start(
+        self,
+        argv: Sequence[str],
+        pass_fds: Sequence[int],
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
+        """Start QEMU; ``preexec`` runs in the child between fork and exec (e.g. joining
+        the pod's cgroup: QEMU runs nothing before it). Raises QemuError when the binary
+        cannot be executed, SpawnSetupError when ``preexec`` raised (the child is gone)."""
         log.info("%s: starting %s", self.name, " ".join(argv))
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -73,7 +81,10 @@ class QemuProcess:
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=tuple(pass_fds),
                 start_new_session=True,
+                preexec_fn=preexec,
             )
+        except subprocess.SubprocessError as err:
+            raise SpawnSetupError(f"{self.name}: setup before exec of {argv[0]} failed") from err
         except OSError as err:
             raise QemuError(f"{self.name}: cannot start {argv[0]}: {err}") from err
         self._tasks.append(asyncio.create_task(self._read_stderr()))

@@ -1,0 +1,141 @@
+"""The pod cgroup's name: containerd's two cgroupsPath forms mapped to a directory in
+every mounted hierarchy (v1 and v2), hostile paths refused, the mount table read."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from agent.sandbox import podcgroup
+from agent.sandbox.errors import BackendError
+from agent.sandbox.podcgroup import CgroupError, Hierarchy
+
+UID = "0b5e4a8c-1f7c-4a8e-9d4e-3f1b2c9a7d10"
+ID = "4f1c" * 16
+
+# This host's layout: v1 controllers, named systemd hierarchy, the empty v2 one (hybrid).
+HYBRID = """\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:9 - cgroup cgroup rw,cpu,cpuacct
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset,clone_children
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,release_agent=/lib/systemd/systemd-cgroups-agent,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+90 31 0:32 / /mnt/memory\\040again rw,relatime - cgroup cgroup rw,memory
+"""  # noqa: E501
+V2 = "29 23 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n"  # noqa: E501
+
+
+def test_cgroupfs_path_below_every_root() -> None:
+    path = f"/kubepods/besteffort/pod{UID}/{ID}"
+    assert podcgroup.relative_path(path) == PurePosixPath(f"kubepods/besteffort/pod{UID}/{ID}")
+
+
+def test_systemd_path_expands_the_slice_like_runc() -> None:
+    path = f"kubepods-besteffort-pod{UID.replace('-', '_')}.slice:cri-containerd:{ID}"
+    pod = f"kubepods-besteffort-pod{UID.replace('-', '_')}.slice"
+    assert podcgroup.relative_path(path) == PurePosixPath(
+        "kubepods.slice", "kubepods-besteffort.slice", pod, f"cri-containerd-{ID}.scope"
+    )
+    # Guaranteed pods sit directly in kubepods.slice; an empty slice is system.slice,
+    # "-" the root; a .slice name is the unit itself.
+    assert str(podcgroup.relative_path(f"kubepods-pod1.slice:cri-containerd:{ID}")) == (
+        f"kubepods.slice/kubepods-pod1.slice/cri-containerd-{ID}.scope"
+    )
+    assert str(podcgroup.relative_path(":runc:c1")) == "system.slice/runc-c1.scope"
+    assert str(podcgroup.relative_path("-:runc:c1")) == "runc-c1.scope"
+    assert str(podcgroup.relative_path("a-b.slice::c-d.slice")) == "a.slice/a-b.slice/c-d.slice"
+
+
+@pytest.mark.parametrize(
+    ("path", "complaint"),
+    [
+        ("/kubepods/../../etc", "'..'"),
+        ("/kubepods/./pod1", "'.'"),
+        ("/kubepods//pod1", "''"),
+        ("/kubepods/pod1/", "''"),
+        ("/", "''"),
+        ("kubepods/pod1", "neither an absolute cgroupfs path"),
+        ("", "neither an absolute cgroupfs path"),
+        ("/kubepods/pod\n1", "invalid component"),
+        ("/kubepods/pod 1", "invalid component"),
+        ("../x.slice:cri-containerd:id", "a slash in the systemd slice"),
+        ("kubepods.slice:cri/x:id", "a slash in the systemd prefix"),
+        ("kubepods.slice:cri:../../etc", "a slash in the systemd name"),
+        ("kubepods.slice:cri:..", "invalid component"),
+        ("kubepods.slice:cri:", "the systemd name is empty"),
+        ("kubepods.slice::id", "the systemd prefix is empty"),
+        ("kubepods--x.slice:cri:id", "has an empty part"),
+        ("kubepods-.slice:cri:id", "has an empty part"),
+        ("kubepods:cri:id", "is not a .slice"),
+        ("a:b:c:d", "neither an absolute cgroupfs path"),
+    ],
+)
+def test_hostile_paths_are_refused(path: str, complaint: str) -> None:
+    with pytest.raises(CgroupError, match="cgroupsPath") as caught:
+        podcgroup.relative_path(path)
+    assert complaint in str(caught.value)
+    assert isinstance(caught.value, BackendError)  # fails the sandbox like any launch error
+
+
+def test_hierarchies_of_a_hybrid_host_each_once() -> None:
+    found = podcgroup.hierarchies(HYBRID)
+    assert [(str(h.mount), h.version, h.controllers) for h in found] == [
+        ("/sys/fs/cgroup/cpu,cpuacct", 1, ("cpu", "cpuacct")),
+        ("/sys/fs/cgroup/cpuset", 1, ("cpuset",)),
+        ("/sys/fs/cgroup/memory", 1, ("memory",)),
+        ("/sys/fs/cgroup/systemd", 1, ("name=systemd",)),
+        ("/sys/fs/cgroup/unified", 2, ()),
+    ]
+
+
+def test_leaf_per_controller_v1_and_v2() -> None:
+    path = f"kubepods-besteffort-pod{UID.replace('-', '_')}.slice:cri-containerd:{ID}"
+    relative = podcgroup.relative_path(path)
+    v1 = podcgroup.leaf_paths(path, podcgroup.hierarchies(HYBRID))
+    assert v1 == tuple(
+        Path(mount) / relative
+        for mount in (
+            "/sys/fs/cgroup/cpu,cpuacct",
+            "/sys/fs/cgroup/cpuset",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/systemd",
+            "/sys/fs/cgroup/unified",
+        )
+    )
+    v2 = podcgroup.leaf_paths(f"/kubepods/pod{UID}/{ID}", podcgroup.hierarchies(V2))
+    assert v2 == (Path(f"/sys/fs/cgroup/kubepods/pod{UID}/{ID}"),)
+
+
+def test_a_container_view_of_the_hierarchy_is_refused(tmp_path: Path) -> None:
+    mounts = (Hierarchy(tmp_path, 1, ("memory",), "/kubepods/pod1/daemon"),)
+    with pytest.raises(CgroupError, match=r"cgroup /kubepods/pod2/x: .* shows only"):
+        podcgroup.prepare("/kubepods/pod2/x", mounts)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(CgroupError, match="no cgroup hierarchy is mounted"):
+        podcgroup.prepare("/kubepods/pod2/x", ())
+
+
+def test_prepare_undoes_what_it_created_when_a_leaf_takes_no_process(tmp_path: Path) -> None:
+    # A plain directory is no cgroup: no cgroup.procs appears in what we create.
+    (tmp_path / "kubepods").mkdir()
+    mounts = (Hierarchy(tmp_path, 2, ()),)
+    with pytest.raises(CgroupError, match=r"cgroup /kubepods/pod1/x: .*cgroup.procs"):
+        podcgroup.prepare("/kubepods/pod1/x", mounts)
+    assert [p.name for p in tmp_path.rglob("*")] == ["kubepods"]  # ours gone, theirs kept
+
+
+def test_created_directories_survive_the_record() -> None:
+    placement = podcgroup.Placement(
+        "/kubepods/pod1/x",
+        (),
+        (Path("/sys/fs/cgroup/kubepods/pod1/x"),),
+        (Path("/sys/fs/cgroup/kubepods/pod1"), Path("/sys/fs/cgroup/kubepods/pod1/x")),
+    )
+    details = placement.details()
+    assert details[podcgroup.CGROUPS_PATH_KEY] == "/kubepods/pod1/x"
+    assert podcgroup.created_dirs(details) == placement.created
+    assert podcgroup.created_dirs({}) == ()
+    assert podcgroup.created_dirs({podcgroup.CREATED_KEY: '{"not": "a list"}'}) == ()
