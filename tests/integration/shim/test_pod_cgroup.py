@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from google.protobuf import any_pb2
@@ -75,8 +75,16 @@ def test_cgroup() -> Iterator[str]:
     if not Path("/sys/fs/cgroup/memory/cgroup.procs").exists():
         pytest.skip("this test expects the v1 hierarchies of this host")
     path = f"{own_memory_cgroup()}/contrast-test-{uuid.uuid4().hex[:8]}"
-    yield path
     hierarchies = podcgroup.mounted()
+    # Our memory cgroup's path does not exist in the other hierarchies: whatever part of
+    # it a test creates there goes again at the end.
+    missing = [
+        h.mount / parent
+        for h in hierarchies
+        for parent in reversed(PurePosixPath(path.lstrip("/")).parents)
+        if str(parent) != "." and not (h.mount / parent).exists()
+    ]
+    yield path
     for pid in procs(hierarchies, path):  # nothing of ours lives here by now
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -92,6 +100,9 @@ def test_cgroup() -> Iterator[str]:
             with contextlib.suppress(OSError):
                 top.rmdir()
             time.sleep(0.1)
+    for directory in reversed(missing):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def leaves_exist(path: str) -> list[bool]:
@@ -197,8 +208,7 @@ async def test_daemon_container_dies_pod_vm_survives(
     daemon_cgroup = f"{test_cgroup}/daemon-container"
     pod_cgroup = f"{test_cgroup}/kubepods/pod{uuid.uuid4()}/{'ef' * 32}"
     hierarchies = podcgroup.mounted()
-    for hierarchy in hierarchies:
-        (hierarchy.mount / test_cgroup.lstrip("/")).mkdir()  # the kubepods parent is not ours
+    podcgroup.prepare(test_cgroup, hierarchies)  # the kubepods parent is not the daemon's
     container = podcgroup.prepare(daemon_cgroup, hierarchies)
     with node_env("pod-vm") as node:
         try:
@@ -216,8 +226,9 @@ async def test_daemon_container_dies_pod_vm_survives(
             spec["linux"]["cgroupsPath"] = pod_cgroup
             spec_file.write_text(json.dumps(spec))
 
-            started = node.shim("-id", "pod1", "start", cwd=bundles["pod1"])
-            assert started.returncode == 0, started.stderr
+            for pod in ("pod1", "pod2"):
+                started = node.shim("-id", pod, "start", cwd=bundles[pod])
+                assert started.returncode == 0, started.stderr
             address = started.stdout.decode().removeprefix("unix://")
             first = node.daemon_pid()
             assert first is not None
