@@ -196,6 +196,35 @@ async def test_pod_vm_runs_in_the_pod_cgroup(
 
 
 @pytest.mark.vm
+async def test_a_cgroup_qemu_cannot_join_fails_the_sandbox(
+    guest_image: GuestImage, sockets: Path, test_cgroup: str
+) -> None:
+    """A pod cgroup that exists but takes no process (a v1 cpuset group without cpus,
+    not ours to fix): QEMU never runs, the sandbox fails naming the cgroup, and only
+    the directories the backend created are removed again."""
+    path = f"{test_cgroup}/pod1/{'aa' * 32}"
+    hierarchies = podcgroup.mounted()
+    podcgroup.prepare(test_cgroup, hierarchies)
+    cpuset = next(h for h in hierarchies if h.controllers == ("cpuset",))
+    broken = cpuset.mount / path.lstrip("/")
+    broken.mkdir(parents=True)  # cpuset.cpus stays empty: joining it is ENOSPC
+    config = write_config(guest_image, sockets / "runtime.toml")
+    spec = SandboxSpec(
+        "k8s.io", "pod1", config, vm_settings({}, config), sockets / "run", None, "pod1",
+        cgroups_path=path,
+    )  # fmt: skip
+    with pytest.raises(podcgroup.CgroupError) as caught:
+        await PodVmBackend().create(spec)
+    assert f"QEMU could not join its pod cgroup {path}" in str(caught.value)
+    assert str(broken) in str(caught.value)
+    assert qemus_under(sockets) == []
+    assert procs(hierarchies, path) == set()
+    assert [h.mount for h in hierarchies if (h.mount / path.lstrip("/")).exists()] == [
+        cpuset.mount
+    ]  # the backend's own directories are gone, the one it found is kept
+
+
+@pytest.mark.vm
 async def test_daemon_container_dies_pod_vm_survives(
     guest_image: GuestImage, test_cgroup: str
 ) -> None:
