@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -297,6 +298,17 @@ async def remove(created: Sequence[Path], timeout: float = 10.0) -> None:
             left = ", ".join(f"{e.filename}: {e.strerror}" for e in errors)
             raise CgroupError(f"cgroup directories left behind: {left}")
         await asyncio.sleep(0.1)
+
+
+def remove_blocking(created: Sequence[Path], timeout: float = 5.0) -> None:
+    """:func:`remove` for callers without an event loop (the shim's ``delete`` while no
+    daemon runs); blocks up to ``timeout``. Raises CgroupError naming what is left."""
+    deadline = time.monotonic() + timeout
+    while errors := _remove_now(created):
+        if time.monotonic() > deadline:
+            left = ", ".join(f"{e.filename}: {e.strerror}" for e in errors)
+            raise CgroupError(f"cgroup directories left behind: {left}")
+        time.sleep(0.05)
 
 
 def mounted() -> tuple[Hierarchy, ...]:

@@ -256,7 +256,7 @@ class PodVmBackend:
         our tap and qdiscs from its netns."""
         if record.vm is None or record.vm.backend != NAME:
             return
-        kill_orphan(record.vm)
+        kill_orphan(record.vm, remove_cgroup=False)  # not blocking the loop: below
         await _remove_cgroup(f"sandbox {record.id}", podcgroup.created_dirs(record.vm.details))
         if record.vm.details.get("netns"):
             await _teardown(Path(record.vm.details["netns"]), record.id)
@@ -359,11 +359,13 @@ def _pids_with(marker: str) -> list[int]:
     return found
 
 
-def kill_orphan(vm: VmRecord) -> bool:
+def kill_orphan(vm: VmRecord, *, remove_cgroup: bool = True) -> bool:
     """SIGKILL the QEMU of ``vm`` if it still runs (see :func:`runs_our_qemu`); for a
     VM recorded before its launch finished (pid 0), the QEMU naming its console log.
 
-    Returns whether a process was killed; removes the VM's sockets either way.
+    Returns whether a process was killed; removes the VM's sockets either way, and with
+    ``remove_cgroup`` the pod cgroup directories we created for it (waiting up to 5 s
+    for the killed QEMU to leave them; failures are logged).
     """
     pids = [vm.pid] if vm.pid > 0 and runs_our_qemu(vm) else []
     if vm.pid == 0 and vm.details.get("console_log"):
@@ -375,4 +377,9 @@ def kill_orphan(vm: VmRecord) -> bool:
             killed = True
             log.info("killed orphaned pod-VM pid %d", pid)
     _remove_sockets(vm)
+    if remove_cgroup:
+        try:
+            podcgroup.remove_blocking(podcgroup.created_dirs(vm.details))
+        except podcgroup.CgroupError as err:
+            log.warning("pod-VM pid %d: %s", vm.pid, err)
     return killed

@@ -13,6 +13,8 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,7 +28,8 @@ from agent.sandbox.allowlist import vm_settings
 from agent.sandbox.backend import SandboxSpec
 from agent.sandbox.config import INITDATA_ANNOTATION
 from agent.sandbox.guest import GuestSandbox
-from agent.sandbox.vm_backend import PodVmBackend
+from agent.sandbox.state import VmRecord
+from agent.sandbox.vm_backend import PodVmBackend, kill_orphan
 from agent.vm.errors import SpawnSetupError
 from agent.vm.process import QemuProcess
 from api.containerd.task.v2 import shim_pb2
@@ -153,6 +156,35 @@ async def test_a_failed_join_leaves_no_process(test_cgroup: str, tmp_path: Path)
     assert procs(podcgroup.mounted(), path) == set()
     assert not [p for p in Path("/proc").glob("[0-9]*") if _cmdline_has(p, marker)]
     await podcgroup.remove(placement.created)
+
+
+def test_shim_delete_without_daemon_removes_the_pod_cgroup(
+    test_cgroup: str, tmp_path: Path
+) -> None:
+    """The shim's daemon-less ``delete`` (kill_orphan from the state record): the VM is
+    killed and the cgroup directories its record says we created are removed; the
+    parent that existed before stays."""
+    hierarchies = podcgroup.mounted()
+    podcgroup.prepare(test_cgroup, hierarchies)
+    path = f"{test_cgroup}/pod{uuid.uuid4()}/{'bb' * 32}"
+    placement = podcgroup.prepare(path, hierarchies)
+    console = tmp_path / "console.log"  # a stand-in QEMU names it, as ours does
+    stand_in = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", str(console)],
+        preexec_fn=placement.join,  # noqa: PLW1509 (what QemuProcess does, in a test)
+    )
+    try:
+        record = VmRecord(
+            "pod-vm", stand_in.pid, {"console_log": str(console), **placement.details()}
+        )
+        assert cgroup_of(stand_in.pid)["memory"] == path
+        assert kill_orphan(record)
+        assert stand_in.wait(10) == -signal.SIGKILL
+        assert not any(leaves_exist(path))
+        assert all(leaves_exist(test_cgroup))
+    finally:
+        stand_in.kill()
+        stand_in.wait(10)
 
 
 def _cmdline_has(proc: Path, marker: str) -> bool:
