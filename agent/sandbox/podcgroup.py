@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import time
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from agent.sandbox.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 # Keys of a VmRecord's details (persisted: a restarted daemon still cleans up).
@@ -265,14 +268,31 @@ def verify(pid: int, placement: Placement) -> None:
         )
 
 
-def created_dirs(details: dict[str, str]) -> tuple[Path, ...]:
-    """The directories a VmRecord says :func:`prepare` created; () when none or unreadable
-    (a record we cannot read is never a reason to remove something)."""
+def created_dirs(
+    details: dict[str, str], mounts: Sequence[Hierarchy] | None = None
+) -> tuple[Path, ...]:
+    """The directories a VmRecord says :func:`prepare` created, each strictly below a
+    cgroup mount of ``mounts`` (default: the mounted ones); () when none or unreadable.
+    A record we cannot read, or a path elsewhere, is never a reason to remove something."""
+    value: object = None
     with contextlib.suppress(ValueError, TypeError):
         value = json.loads(details.get(CREATED_KEY, "[]"))
-        if isinstance(value, list) and all(isinstance(p, str) for p in value):
-            return tuple(Path(p) for p in value)
-    return ()
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        return ()
+    if not value:
+        return ()
+    if mounts is None:
+        try:
+            mounts = mounted()
+        except CgroupError:
+            return ()
+    roots = [h.mount for h in mounts]
+    paths = tuple(Path(p) for p in value)
+    for path in paths:
+        if ".." in path.parts or not any(path.is_relative_to(r) and path != r for r in roots):
+            log.warning("state names %s as a pod cgroup of ours: ignored", path)
+            return ()
+    return paths
 
 
 def _remove_now(created: Sequence[Path]) -> list[OSError]:

@@ -134,8 +134,12 @@ def test_created_directories_survive_the_record() -> None:
         (Path("/sys/fs/cgroup/kubepods/pod1/x"),),
         (Path("/sys/fs/cgroup/kubepods/pod1"), Path("/sys/fs/cgroup/kubepods/pod1/x")),
     )
+    mounts = podcgroup.hierarchies(V2)
     details = placement.details()
     assert details[podcgroup.CGROUPS_PATH_KEY] == "/kubepods/pod1/x"
-    assert podcgroup.created_dirs(details) == placement.created
-    assert podcgroup.created_dirs({}) == ()
-    assert podcgroup.created_dirs({podcgroup.CREATED_KEY: '{"not": "a list"}'}) == ()
+    assert podcgroup.created_dirs(details, mounts) == placement.created
+    assert podcgroup.created_dirs({}, mounts) == ()
+    assert podcgroup.created_dirs({podcgroup.CREATED_KEY: '{"not": "a list"}'}, mounts) == ()
+    # A state file naming anything but directories below a cgroup mount removes nothing.
+    for hostile in ('["/etc/ssl"]', '["/sys/fs/cgroup"]', '["/sys/fs/cgroup/../../etc"]'):
+        assert podcgroup.created_dirs({podcgroup.CREATED_KEY: hostile}, mounts) == ()
