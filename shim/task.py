@@ -206,6 +206,7 @@ class TaskService(TaskProcesses):
             )
         else:
             event = events.TaskStart(container_id=request.id, pid=running.pid)
+            log.info("task %s/%s started", namespace, request.id)
         self._publish(pod, event)
         return shim_pb2.StartResponse(pid=running.pid)
 

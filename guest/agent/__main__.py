@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,10 +57,15 @@ async def run(args: argparse.Namespace, before_policy: Callable[[], object] | No
     )
 
     def build() -> AgentService:
+        started = time.monotonic()
         if before_policy is not None:
             before_policy()
         service = build_agent(config, reaper)
-        log.info("policy loaded from %s; serving AgentService", config.policy_path)
+        log.info(
+            "policy loaded from %s; serving AgentService (built in %.1f ms)",
+            config.policy_path,
+            1000 * (time.monotonic() - started),
+        )
         return service
 
     deferred = DeferredAgentService()
