@@ -100,7 +100,9 @@ async def run(args: argparse.Namespace, before_policy: Callable[[], object] | No
             serving.result()  # re-raises why serving ended
             return 1
         if building in done:
-            building.result()  # a failed build ends the agent (and powers the VM off)
+            # A failed build ends the agent (and powers the VM off); a built one starts
+            # setting up the image puller while the host prepares the first container.
+            building.result().sandbox.rootfs.prepare()
         if stop_task in done:
             break
     log.info("power button pressed: shutting down")

@@ -41,23 +41,45 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 class RootfsSource(Protocol):
     """Mounts an image's rootfs at ``<bundle>/rootfs``; the returned callable undoes it."""
 
+    def prepare(self) -> None:
+        """Start setting up in the background (call in the loop); mount works without."""
+
     async def mount(self, image: str, bundle: Path) -> Release: ...
 
 
 class PulledRootfs:
     """Rootfs from the guest image puller (digest-pinned, verified, overlayfs).
 
-    The puller (and its store) is made at the first pull by ``factory``.
+    The puller (and its store) is made by ``factory`` on a worker thread, at
+    :meth:`prepare` (the agent calls it once it serves, so the imports behind the
+    puller, a few hundred ms under TCG, overlap the host's work before the first
+    container) or else at the first pull. Making it fetches nothing: every pull is
+    still checked by the policy first and verified by digest.
     """
 
     def __init__(self, factory: Callable[[], Any]) -> None:
         self._factory = factory
-        self._puller: Any = None
+        self._making: asyncio.Future[Any] | None = None
+
+    def prepare(self) -> None:
+        if self._making is None:
+            self._making = asyncio.ensure_future(asyncio.to_thread(self._factory))
+            # A failure is raised by the pull that needs the puller (then made again).
+            self._making.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _puller(self) -> Any:
+        self.prepare()
+        assert self._making is not None
+        making = self._making
+        try:
+            return await asyncio.shield(making)
+        except Exception:
+            if self._making is making:
+                self._making = None
+            raise
 
     async def mount(self, image: str, bundle: Path) -> Release:
-        if self._puller is None:
-            self._puller = await asyncio.to_thread(self._factory)
-        puller = self._puller
+        puller = await self._puller()
         await asyncio.to_thread(puller.pull_into_bundle, image, bundle)
 
         async def release() -> None:
