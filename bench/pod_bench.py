@@ -209,7 +209,8 @@ def first_output(
         create = time.monotonic() - started
         cri.start_container(cid)
         start = time.monotonic() - started
-        wait_for_line(Path(spec.log_directory) / "first.log", FIRST_LINE, 600)
+        # Polled every 10 ms (default 50): the last step is a few tens of ms.
+        wait_for_line(Path(spec.log_directory) / "first.log", FIRST_LINE, 600, poll=0.01)
         output = time.monotonic() - started
         if handler != node.handler:
             return FirstOutput(sandbox, create, start, output)
