@@ -21,6 +21,23 @@ from agent.daemon import logfile
 from agent.daemon import settings as daemon_settings
 from ttrpc import PeerCredentials
 
+# Variables with which systemd describes *its* service to the service's main process.
+# containerd (Type=notify) passes its own on to the shims it runs; a node process a shim
+# starts is no service: it would notify, and log to the journal, in containerd's name
+# (inside the DaemonSet's mount namespace, to sockets that do not even exist there).
+SERVICE_MANAGER_ENV = frozenset(
+    {
+        "NOTIFY_SOCKET",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+        "JOURNAL_STREAM",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "INVOCATION_ID",
+    }
+)
+
 
 class InstanceError(Exception):
     """Another process of the same kind holds the run directory."""
@@ -86,9 +103,12 @@ def spawn_detached(
     """``python -m module --log-file <run_dir>/<log_name>`` in its own session, cwd
     ``/``, its output appended to that file (rotated first when over ``limits``,
     default: from our environment); the child keeps the file bounded itself
-    (:mod:`agent.daemon.logfile`). Our environment is passed on. The caller may reap
+    (:mod:`agent.daemon.logfile`). The caller may reap
     it (the relay does) or exit and leave it to init (the shim entry does). Raises
-    OSError, SubprocessError, SettingsError (limits from a bad environment)."""
+    OSError, SubprocessError, SettingsError (limits from a bad environment).
+
+    Our environment is passed on without :data:`SERVICE_MANAGER_ENV`: the child is not
+    our service manager's service."""
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = run_dir / log_name
     limits = limits if limits is not None else daemon_settings.log_limits()
@@ -100,5 +120,6 @@ def spawn_detached(
             stderr=log,
             start_new_session=True,
             cwd="/",
+            env={k: v for k, v in os.environ.items() if k not in SERVICE_MANAGER_ENV},
             close_fds=True,
         )

@@ -7,7 +7,12 @@ socket, the pid file, each sandbox's sockets and logs), ``CONTRAST_STATE_DIR``
 (``pod-vm``, the default, or ``local-agent`` with ``CONTRAST_AGENT_SOCKET``: a guest
 agent on a host unix socket, for development and tests), ``CONTRAST_DAEMON_SUPERVISED``
 (``1``: a service manager restarts the daemon, so the relay must not; see
-:mod:`agent.relay`), ``CONTRAST_LOG_MAX_BYTES`` and ``CONTRAST_LOG_BACKUPS`` (size of
+:mod:`agent.relay`), ``CONTRAST_RELAY_EXIT_IDLE`` (``1``: a supervised relay,
+started on demand by a shim as in the DaemonSet, still leaves once no containerd
+connection and no sandbox remain; the systemd unit's relay is a service and stays),
+``CONTRAST_GC_SECONDS`` (how often the daemon asks containerd whether each sandbox's
+container still exists, default 60; ``0``: never, :mod:`agent.sandbox.gc`),
+``CONTRAST_LOG_MAX_BYTES`` and ``CONTRAST_LOG_BACKUPS`` (size of
 ``daemon.log``/``relay.log`` and how many rotated files are kept, when a shim or the
 relay started the process detached: :mod:`agent.daemon.logfile`; under systemd the
 journal has its own limits).
@@ -52,6 +57,8 @@ class Settings:
     agent_socket: Path | None
     supervised: bool = False
     log_limits: LogLimits = field(default_factory=LogLimits)
+    relay_exit_idle: bool = False
+    gc_seconds: float = 60.0
 
     @property
     def socket(self) -> Path:
@@ -87,6 +94,22 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return int(text)
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    text = env.get(name, "")
+    if text not in ("", "0", "1"):
+        raise SettingsError(f"{name}={text!r}: expected 0 or 1")
+    return text == "1"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name, "")
+    if not text:
+        return default
+    if not text.isdigit():
+        raise SettingsError(f"{name}={text!r}: expected a whole number of seconds (0: never)")
+    return float(text)
+
+
 def log_limits(env: Mapping[str, str] = os.environ) -> LogLimits:
     """The log file limits in ``env``; raises SettingsError."""
     default = LogLimits()
@@ -109,14 +132,13 @@ def from_env(env: Mapping[str, str] = os.environ) -> Settings:
     socket = env.get("CONTRAST_AGENT_SOCKET")
     if backend == "local-agent" and not socket:
         raise SettingsError("CONTRAST_BACKEND=local-agent needs CONTRAST_AGENT_SOCKET")
-    supervised = env.get("CONTRAST_DAEMON_SUPERVISED", "")
-    if supervised not in ("", "0", "1"):
-        raise SettingsError(f"CONTRAST_DAEMON_SUPERVISED={supervised!r}: expected 0 or 1")
     return Settings(
         run_dir,
         state_dir,
         backend,
         Path(socket) if socket else None,
-        supervised == "1",
+        _flag(env, "CONTRAST_DAEMON_SUPERVISED"),
         log_limits(env),
+        _flag(env, "CONTRAST_RELAY_EXIT_IDLE"),
+        _seconds(env, "CONTRAST_GC_SECONDS", 60.0),
     )

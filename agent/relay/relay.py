@@ -12,6 +12,12 @@
   ``daemon.lock`` (starting up), at most one at a time.
 - Unsupervised, the relay leaves by itself once it has held no containerd connection
   and no daemon answered for :data:`IDLE_SECONDS` (the next ``start`` runs a new one).
+  Supervised with ``CONTRAST_RELAY_EXIT_IDLE=1`` (the DaemonSet: a shim started us,
+  the kubelet runs the daemon, which is always there), it leaves once it has held no
+  containerd connection, served no ``Listen`` and seen no sandbox in the state
+  directory for :data:`IDLE_SECONDS`: the sandboxes keep it across a containerd
+  restart (containerd dials the tasks' addresses again), a ``Listen`` covers a task
+  registered but not created yet. The systemd unit's relay never leaves by itself.
 """
 
 from __future__ import annotations
@@ -42,6 +48,14 @@ class RelayError(Exception):
     """The relay cannot serve; names what is wrong."""
 
 
+def sandboxes_exist(state_dir: Path) -> bool:
+    """The daemon keeps state for at least one sandbox (``sandboxes/<ns>/<id>.json``)."""
+    try:
+        return any((state_dir / "sandboxes").glob("*/*.json"))
+    except OSError:
+        return True  # cannot tell: stay
+
+
 def answers(path: Path) -> bool:
     """Somebody accepts connections on the unix socket ``path``."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -64,6 +78,7 @@ class Relay:
         self._listeners: dict[str, asyncio.Server] = {}
         self._control = Server(peer_check=root_only)
         self._daemon: subprocess.Popen[bytes] | None = None
+        self._listened = False  # a Listen since the idle watch last looked
         self.idle = asyncio.Event()
 
     # -- serving -------------------------------------------------------------------
@@ -90,6 +105,7 @@ class Relay:
         except StateError as err:
             raise RelayError(str(err)) from err
         path = self.config.ns_dir / f"{name}.sock"
+        self._listened = True
         if name not in self._listeners:
             self.config.ns_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             upstream = self.config.daemon_ns_dir / f"{name}.sock"
@@ -145,22 +161,32 @@ class Relay:
             self.config.run_dir / daemon_settings.LOCK_FILE
         )
 
-    async def watch_idle(self) -> None:
-        """Set :attr:`idle` once nothing needed us for :data:`IDLE_SECONDS` (unsupervised)."""
+    def _needed(self) -> bool:
+        if self.links:
+            return True
         if self.config.supervised:
+            listened, self._listened = self._listened, False
+            return listened or sandboxes_exist(self.config.state_dir)
+        if self._daemon is not None and self._daemon.poll() is not None:
+            self._daemon = None  # reaped
+        return self._daemon is not None or self._daemon_runs()
+
+    async def watch_idle(self) -> None:
+        """Set :attr:`idle` once nothing needed us for :data:`IDLE_SECONDS`
+        (unsupervised, or supervised with ``relay_exit_idle``)."""
+        if self.config.supervised and not self.config.relay_exit_idle:
             return
         idle_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1.0)
-            if self._daemon is not None and self._daemon.poll() is not None:
-                self._daemon = None  # reaped
-            if self.links or self._daemon is not None or self._daemon_runs():
+            if self._needed():
                 idle_since = None
             elif idle_since is None:
                 idle_since = loop.time()
             elif loop.time() - idle_since >= IDLE_SECONDS:
-                log.info("no containerd connection and no daemon for %.0f s", IDLE_SECONDS)
+                what = "no sandbox" if self.config.supervised else "no daemon"
+                log.info("no containerd connection and %s for %.0f s", what, IDLE_SECONDS)
                 self.idle.set()
                 return
 

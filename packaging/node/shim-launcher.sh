@@ -7,7 +7,20 @@
 # /run/contrast/daemon.pid) and run the shim there. PID, network and IPC namespaces stay
 # the host's, and /run/containerd is mounted at the same path in the container, so the
 # bundle, FIFOs and addresses containerd hands over mean the same thing on both sides.
+#
+# The relay (which owns the sockets containerd dials, /run/contrast/ns/*.sock) is no
+# container of the DaemonSet: `start` spawns it when none answers. Spawned from here it
+# runs in containerd's cgroup (nsenter changes the mount namespace only), so it outlives
+# the DaemonSet pod (a rollout, a deletion) and keeps containerd's connections, and
+# with them its pods, while the daemon is replaced; it keeps the mount namespace it was
+# started in alive, and reaches every later daemon through the host's /run/contrast.
+#   CONTRAST_DAEMON_SUPERVISED=1: the kubelet restarts the daemon container; the relay
+#     must never start a daemon of its own (it would run in containerd's cgroup).
+#   CONTRAST_RELAY_EXIT_IDLE=1: the relay leaves once no containerd connection and no
+#     sandbox remain, so a relay of an older image does not stay for ever.
 set -eu
+export CONTRAST_DAEMON_SUPERVISED=1
+export CONTRAST_RELAY_EXIT_IDLE=1
 run_dir=${CONTRAST_RUN_DIR:-/run/contrast}
 pidfile=$run_dir/daemon.pid
 if ! pid=$(cat "$pidfile" 2>/dev/null); then

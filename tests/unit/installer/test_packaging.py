@@ -67,9 +67,9 @@ def test_runtimeclass_and_daemonset_agree() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     [mount] = [m for m in init["volumeMounts"] if m["mountPath"] == host_mount]
     assert volumes[mount["name"]]["hostPath"]["path"] == "/"
-    relay, daemon = pod["containers"]
-    assert relay["command"] == ["contrast-node-relay"]
-    assert {"name": "CONTRAST_DAEMON_SUPERVISED", "value": "1"} in relay["env"]
+    # The relay is no container of the pod: replacing the pod would end it (and with it
+    # containerd's connections, hence every pod of the node). The launcher starts it.
+    [daemon] = pod["containers"]
     assert daemon["command"] == ["contrast-node-daemon"]
     mounts = {m["mountPath"] for m in daemon["volumeMounts"]}
     assert {"/run/contrast", "/run/containerd", "/opt/contrast"} <= mounts
@@ -126,10 +126,17 @@ LAUNCHER = PACKAGING / "node/shim-launcher.sh"
 def test_shim_launcher_enters_the_daemons_mount_namespace(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "nsenter").write_text('#!/bin/sh\necho "nsenter $*"\n')
+    (bin_dir / "nsenter").write_text(
+        '#!/bin/sh\necho "nsenter $*"\n'
+        'echo "$CONTRAST_DAEMON_SUPERVISED $CONTRAST_RELAY_EXIT_IDLE"\n'
+    )
     (bin_dir / "nsenter").chmod(0o755)
     (tmp_path / "daemon.pid").write_text(f"{os.getpid()}\n")
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CONTRAST_RUN_DIR": str(tmp_path)}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "CONTRAST_RUN_DIR": str(tmp_path),
+        "CONTRAST_DAEMON_SUPERVISED": "0",  # containerd's environment does not decide
+    }
     done = subprocess.run(
         ["sh", str(LAUNCHER), "-namespace", "k8s.io", "-id", "abc", "start"],
         cwd=tmp_path,
@@ -140,10 +147,13 @@ def test_shim_launcher_enters_the_daemons_mount_namespace(tmp_path: Path) -> Non
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == (
+    assert done.stdout.splitlines() == [
         f"nsenter --target {os.getpid()} --mount --wd={tmp_path} -- "
-        "/usr/local/bin/containerd-shim-contrast-cc-v2 -namespace k8s.io -id abc start"
-    )
+        "/usr/local/bin/containerd-shim-contrast-cc-v2 -namespace k8s.io -id abc start",
+        # The shim, and the relay it starts, are told: the kubelet runs the daemon (never
+        # start one), and leave when idle.
+        "1 1",
+    ]
 
 
 @pytest.mark.allow_programs("sh")

@@ -1,0 +1,75 @@
+"""A supervised relay started on demand (the DaemonSet: ``CONTRAST_RELAY_EXIT_IDLE=1``)
+leaves once it holds no containerd connection, served no Listen and the state directory
+has no sandbox, for IDLE_SECONDS; the systemd unit's relay (no such flag) never does."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.daemon.settings import Settings
+from agent.relay import relay as relay_module
+from agent.relay.relay import Relay
+from api.node import relay_pb2
+from tests.unit.shim.sinks import socket_dir
+from ttrpc import Client, ServiceStub
+
+RELAY = relay_pb2.DESCRIPTOR.services_by_name["Relay"]
+
+
+@pytest.fixture
+def run_dir() -> Iterator[Path]:
+    with socket_dir() as folder:
+        yield folder
+
+
+def sandbox_state(run_dir: Path) -> Path:
+    path = run_dir / "state" / "sandboxes" / "k8s.io" / "pod1.json"
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    return path
+
+
+async def test_a_relay_started_on_demand_leaves_once_no_sandbox_remains(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "IDLE_SECONDS", 0.5)
+    state = sandbox_state(run_dir)
+    config = Settings(
+        run_dir, run_dir / "state", "pod-vm", None, supervised=True, relay_exit_idle=True
+    )
+    relay = Relay(config)
+    await relay.start()
+    try:
+        watcher = asyncio.create_task(relay.watch_idle())
+        await asyncio.sleep(2.5)
+        assert not relay.idle.is_set()  # a sandbox: containerd may be restarting
+        state.unlink()
+        async with await Client.connect_unix(config.relay_socket) as client:
+            for _ in range(3):  # a shim's start, a task not created yet, keeps us
+                await ServiceStub(client, RELAY).Listen(
+                    relay_pb2.ListenRequest(namespace="k8s.io"), timeout=10
+                )
+                await asyncio.sleep(0.9)
+                assert not relay.idle.is_set()
+        await asyncio.wait_for(relay.idle.wait(), 10)
+        await watcher
+    finally:
+        await relay.close()
+
+
+async def test_the_services_relay_never_leaves_by_itself(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_module, "IDLE_SECONDS", 0.1)
+    relay = Relay(Settings(run_dir, run_dir / "state", "pod-vm", None, supervised=True))
+    await relay.start()
+    try:
+        await asyncio.wait_for(relay.watch_idle(), 1)  # returns at once: nothing to watch
+        await asyncio.sleep(1.5)
+        assert not relay.idle.is_set()
+    finally:
+        await relay.close()
