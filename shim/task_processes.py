@@ -214,6 +214,16 @@ class TaskProcesses:
             await self.backend.cleanup(pod.record)
         await self.pods.remove(pod)
 
+    async def collect(self, namespace: str, sandbox_id: str) -> bool:
+        """Destroy a sandbox containerd no longer knows (:mod:`agent.sandbox.gc`): VM,
+        network, cgroup, state, whatever its containers' state; no events (containerd has
+        no task left to tell). False when there is no such sandbox."""
+        pod = self.pods.pod(namespace, sandbox_id)
+        if pod is None:
+            return False
+        await self._destroy(pod)
+        return True
+
     # -- daemon life -------------------------------------------------------------------
 
     async def cleanup(self, namespace: str, task_id: str) -> shim_pb2.DeleteResponse:

@@ -6,8 +6,9 @@ sandboxes and reattach them, serve ``containerd.task.v2.Task`` (also as ``v3``) 
 root) and each namespace's Task socket ``<run dir>/daemon-ns/<namespace>.sock``
 (containerd reaches those through the relay, :mod:`agent.relay`), write
 ``daemon.pid`` (the DaemonSet's shim launcher enters our mount namespace through it),
-then tell systemd READY=1. SIGTERM/SIGINT stop serving; pod-VMs keep
-running for the next daemon to reattach.
+then tell systemd READY=1. From then on, and every ``CONTRAST_GC_SECONDS``, sandboxes
+whose container containerd no longer has are destroyed (:mod:`agent.sandbox.gc`).
+SIGTERM/SIGINT stop serving; pod-VMs keep running for the next daemon to reattach.
 
 Exit codes: 0 after a signal, 1 on a start-up failure (one line on stderr or in the
 journal naming the problem), 2 on bad usage.
@@ -33,6 +34,7 @@ from agent.daemon.lifecycle import (
 from agent.daemon.logfile import log_to_file
 from agent.daemon.systemd import Notifier, SystemdError, setup_logging
 from agent.events import EventForwarder
+from agent.sandbox import gc
 from agent.sandbox.backend import SandboxBackend
 from agent.sandbox.local_backend import LocalAgentBackend
 from agent.sandbox.state import StateStore
@@ -47,6 +49,20 @@ log = logging.getLogger("agent.daemon")
 
 class DaemonError(Exception):
     """The daemon cannot start; names what is wrong."""
+
+
+def gc_candidates(
+    tasks: task.TaskService, registrations: control.Registrations
+) -> list[gc.Candidate]:
+    """Every sandbox, with the containerd that owns it (see :mod:`agent.sandbox.gc`)."""
+    found = []
+    for pod in tasks.pods.all():
+        record = pod.record
+        registration = registrations.get(record.namespace, record.id)
+        registered = registration.grpc_address if registration is not None else ""
+        address = gc.grpc_address(registered, record.ttrpc_address)
+        found.append(gc.Candidate(record.namespace, record.id, address))
+    return found
 
 
 def make_backend(config: daemon_settings.Settings) -> SandboxBackend:
@@ -84,12 +100,15 @@ async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
     notifier.notify("READY=1", f"STATUS=serving on {config.socket}")
     log.info("serving the shim API on %s (backend %s)", config.socket, config.backend)
     watchdog = asyncio.create_task(notifier.watchdog())
+    collector = gc.SandboxCollector(lambda: gc_candidates(tasks, registrations), tasks.collect)
+    sweeper = asyncio.create_task(collector.run(config.gc_seconds))
     try:
         await stop.wait()
     finally:
         notifier.notify("STOPPING=1")
         log.info("stopping; pod-VMs keep running")
         watchdog.cancel()
+        sweeper.cancel()
         remove_pid_file(config.pid_file)
         await server.close()
         await endpoints.close()
