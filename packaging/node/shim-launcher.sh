@@ -23,18 +23,30 @@ export CONTRAST_DAEMON_SUPERVISED=1
 export CONTRAST_RELAY_EXIT_IDLE=1
 run_dir=${CONTRAST_RUN_DIR:-/run/contrast}
 pidfile=$run_dir/daemon.pid
+problem=
 if ! pid=$(cat "$pidfile" 2>/dev/null); then
-    echo "containerd-shim-contrast-cc-v2: $pidfile is missing: is the contrast-node daemon running?" >&2
-    exit 1
+    problem="$pidfile is missing: is the contrast-node daemon running?"
+else
+    case $pid in
+        '' | *[!0-9]*) problem="$pidfile does not hold a pid: '$pid'" ;;
+        *) [ -d "/proc/$pid" ] || problem="daemon pid $pid (from $pidfile) is not running" ;;
+    esac
 fi
-case $pid in
-    '' | *[!0-9]*)
-        echo "containerd-shim-contrast-cc-v2: $pidfile does not hold a pid: '$pid'" >&2
-        exit 1
-        ;;
-esac
-if [ ! -d "/proc/$pid" ]; then
-    echo "containerd-shim-contrast-cc-v2: daemon pid $pid (from $pidfile) is not running" >&2
+if [ -n "$problem" ]; then
+    # containerd's `delete` while no daemon container runs (it is being restarted or
+    # replaced): run the shim in the relay's mount namespace (a daemon container's, as
+    # it was when the relay started), where it releases the task from the state files
+    # itself. `start` waits for the kubelet's daemon instead: it fails here.
+    action=
+    for arg in "$@"; do action=$arg; done
+    relay=$(cat "$run_dir/relay.pid" 2>/dev/null || true)
+    case $action:$relay in
+        delete:'' | delete:*[!0-9]*) ;;
+        delete:*) [ ! -d "/proc/$relay" ] || { pid=$relay; problem=; } ;;
+    esac
+fi
+if [ -n "$problem" ]; then
+    echo "containerd-shim-contrast-cc-v2: $problem" >&2
     exit 1
 fi
 exec nsenter --target "$pid" --mount --wd="$PWD" -- /usr/local/bin/containerd-shim-contrast-cc-v2 "$@"

@@ -4,7 +4,8 @@ node daemon in a mount namespace of its own (``unshare --mount``, the shim insta
 ``packaging/node/shim-launcher.sh`` on the host. The relay the shim starts lives in the
 daemon's mount namespace but not in its process tree: after the daemon is SIGKILLed
 (as the kubelet does when it replaces the pod), the relay keeps containerd's
-connection, starts no daemon itself, serves the next daemon (a new mount namespace)
+connection, starts no daemon itself, lets containerd's ``delete`` run the shim in
+its namespace meanwhile, serves the next daemon (a new mount namespace)
 through the shared run directory, imports nothing after it started (the old image's
 files may be gone) and leaves once no containerd connection and no sandbox remain."""
 
@@ -93,14 +94,16 @@ def test_the_relay_outlives_the_daemon_container_and_leaves_when_idle() -> None:
         asyncio.run(scenario(node, env))
 
 
-async def launch(node: Node, env: dict[str, str], task: str) -> subprocess.CompletedProcess[bytes]:
+async def launch(
+    node: Node, env: dict[str, str], task: str, action: str = "start"
+) -> subprocess.CompletedProcess[bytes]:
     bundle = node.root / task
-    bundle.mkdir()
+    bundle.mkdir(exist_ok=True)
     started = await asyncio.to_thread(
         subprocess.run,
         ["sh", str(LAUNCHER), "-namespace", "default", "-address",
          str(node.root / "containerd.sock"), "-publish-binary", "/usr/bin/containerd",
-         "-id", task, "start"],
+         "-id", task, "-bundle", str(bundle), action],
         cwd=bundle, env=env, capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert started.returncode == 0, started.stderr.decode(errors="replace")[-3000:]
@@ -129,6 +132,10 @@ async def scenario(node: Node, env: dict[str, str]) -> None:
             assert not answers(node.socket)
             assert not (node.run_dir / "daemon.log").exists()  # never spawned one
             assert relay_pid(node) == relay
+            # containerd's delete meanwhile runs in the relay's namespace (the daemon's
+            # is gone with it): the shim releases the task on its own.
+            deleted = await launch(node, env, "c1", "delete")
+            assert shim_pb2.DeleteResponse.FromString(deleted.stdout).exit_status == 137
             with daemon_container(node) as second:
                 assert mount_ns(second.pid) != old_ns
                 # A new daemon serves a namespace once it has a task there: the next

@@ -180,3 +180,39 @@ def test_shim_launcher_fails_clearly_without_a_daemon(
     )
     assert done.returncode == 1
     assert message in done.stderr
+
+
+@pytest.mark.allow_programs("sh")
+@pytest.mark.parametrize(
+    ("action", "relay_alive", "entered"),
+    [("delete", True, "relay"), ("start", True, None), ("delete", False, None)],
+)
+def test_shim_launcher_deletes_through_the_relays_namespace_without_a_daemon(
+    tmp_path: Path, action: str, relay_alive: bool, entered: str | None
+) -> None:
+    """With the daemon container away, containerd's `delete` still runs (in the relay's
+    mount namespace: the shim then releases the task itself); `start` does not."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "nsenter").write_text('#!/bin/sh\necho "nsenter $*"\n')
+    (bin_dir / "nsenter").chmod(0o755)
+    (tmp_path / "daemon.pid").write_text("999999999\n")
+    (tmp_path / "relay.pid").write_text(f"{os.getpid() if relay_alive else 999999998}\n")
+    done = subprocess.run(
+        ["sh", str(LAUNCHER), "-id", "abc", "-bundle", str(tmp_path), action],
+        cwd=tmp_path,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "CONTRAST_RUN_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=False,
+    )
+    if entered is None:
+        assert done.returncode == 1
+        assert "daemon pid 999999999" in done.stderr
+        assert "is not running" in done.stderr
+        assert done.stdout == ""
+    else:
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"nsenter --target {os.getpid()} --mount ")
+        assert done.stdout.strip().endswith(f"-id abc -bundle {tmp_path} delete")
