@@ -170,9 +170,14 @@ class SandboxCollector:
             return None
 
     async def run(self, period: float) -> None:
-        """Sweep now, then every ``period`` seconds, until cancelled (0: never)."""
+        """Sweep now, then every ``period`` seconds, until cancelled (0: never). A sweep
+        that fails unexpectedly is logged with its traceback; the next one still runs
+        (this task has no caller to report to, and must not die silently)."""
         if period <= 0:
             return
         while True:
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("sandbox sweep failed; trying again in %.0f s", period)
             await asyncio.sleep(period)

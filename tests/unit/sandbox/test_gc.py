@@ -3,6 +3,8 @@ containerd's Containers/Get; the daemon's own TaskService holds the sandboxes.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -182,6 +184,31 @@ async def test_an_unwell_containerd_resets_the_count_and_a_failed_destroy_is_ret
     assert await collector.sweep() == []  # destroy failed: logged, kept
     sandboxes.fail = False
     assert await collector.sweep() == [("k8s.io", "leak")]
+
+
+async def test_a_failing_sweep_is_logged_and_the_next_one_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[int] = []
+    done = asyncio.Event()
+
+    def candidates() -> list[gc.Candidate]:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("first sweep breaks")
+        done.set()
+        return []
+
+    async def never(namespace: str, sandbox_id: str) -> None:
+        raise AssertionError("collected")
+
+    runner = asyncio.create_task(gc.SandboxCollector(candidates, never).run(0.01))
+    await asyncio.wait_for(done.wait(), 10)
+    runner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+    assert "sandbox sweep failed" in caplog.text
+    assert "first sweep breaks" in caplog.text
 
 
 async def test_period_zero_never_sweeps() -> None:
