@@ -6,13 +6,14 @@ daemon's mount namespace but not in its process tree: after the daemon is SIGKIL
 (as the kubelet does when it replaces the pod), the relay keeps containerd's
 connection, starts no daemon itself, lets containerd's ``delete`` run the shim in
 its namespace meanwhile, serves the next daemon (a new mount namespace)
-through the shared run directory, imports nothing after it started (the old image's
-files may be gone) and leaves once no containerd connection and no sandbox remain."""
+through the shared run directory after the old image's files are gone (each
+container binds its own copy of our packages; the relay imports nothing once serving) and leaves once no containerd connection and no sandbox remain."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,12 +32,25 @@ from tests.integration.shim.node import REPO, SHIM, Node, node_env, relay_pid
 from ttrpc import Client, NotFound, ServiceStub
 
 LAUNCHER = REPO / "packaging/node/shim-launcher.sh"
-# The daemon container: the shim at the path the launcher runs, in this namespace only.
+# The daemon container: the shim at the path the launcher runs, and the image's Python
+# packages (a copy of ours, bound over the repository's), in this namespace only.
 CONTAINER = (
     "mount -t tmpfs contrast-test /usr/local/bin && "
     'ln -s "$0" /usr/local/bin/containerd-shim-contrast-cc-v2 && '
+    'for package in "$2"/*; do mount --bind "$package" "$3/${package##*/}" || exit 1; done && '
     'exec "$1" -m agent.daemon'
 )
+PACKAGES = ("agent", "api", "devkit", "guest", "installer", "shim", "ttrpc")
+
+
+def image_copy(node: Node, name: str) -> Path:
+    """The node image's files: our packages, copied."""
+    image = node.root / name
+    for package in PACKAGES:
+        shutil.copytree(
+            REPO / package, image / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return image
 
 
 def answers(path: Path) -> bool:
@@ -51,10 +65,10 @@ def answers(path: Path) -> bool:
 
 
 @contextmanager
-def daemon_container(node: Node) -> Iterator[subprocess.Popen[bytes]]:
+def daemon_container(node: Node, image: Path) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
         ["unshare", "--mount", "--propagation", "private", "sh", "-c", CONTAINER,
-         str(SHIM), sys.executable],
+         str(SHIM), sys.executable, str(image), str(REPO)],
         cwd=REPO, env=node.env, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -111,7 +125,7 @@ async def launch(
 
 
 async def scenario(node: Node, env: dict[str, str]) -> None:
-    with daemon_container(node) as first:
+    with daemon_container(node, image_copy(node, "image1")) as first:
         started = await launch(node, env, "c1")
         address = started.stdout.decode()
         assert address == f"unix://{node.run_dir}/ns/default.sock"
@@ -136,7 +150,12 @@ async def scenario(node: Node, env: dict[str, str]) -> None:
             # is gone with it): the shim releases the task on its own.
             deleted = await launch(node, env, "c1", "delete")
             assert shim_pb2.DeleteResponse.FromString(deleted.stdout).exit_status == 137
-            with daemon_container(node) as second:
+            # The old image's files go (containerd removes the container's snapshot, the
+            # kubelet the image): the relay has all it needs in memory.
+            assert f" {REPO}/agent " in Path(f"/proc/{relay}/mountinfo").read_text()
+            shutil.rmtree(node.root / "image1")
+            assert not any(Path(f"/proc/{relay}/root{REPO}/agent").iterdir())
+            with daemon_container(node, image_copy(node, "image2")) as second:
                 assert mount_ns(second.pid) != old_ns
                 # A new daemon serves a namespace once it has a task there: the next
                 # pod's start (the launcher now enters the new daemon's namespace) uses
