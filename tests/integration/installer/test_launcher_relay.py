@@ -4,10 +4,11 @@ node daemon in a mount namespace of its own (``unshare --mount``, the shim insta
 ``packaging/node/shim-launcher.sh`` on the host. The relay the shim starts lives in the
 daemon's mount namespace but not in its process tree: after the daemon is SIGKILLed
 (as the kubelet does when it replaces the pod), the relay keeps containerd's
-connection, starts no daemon itself, lets containerd's ``delete`` run the shim in
-its namespace meanwhile, serves the next daemon (a new mount namespace)
-through the shared run directory after the old image's files are gone (each
-container binds its own copy of our packages; the relay imports nothing once serving) and leaves once no containerd connection and no sandbox remain."""
+connection, starts no daemon itself, lets containerd's ``delete`` run the shim in its
+namespace meanwhile, serves the next daemon (a new mount namespace) through the shared
+run directory after the old image's files are gone (each container binds its own copy
+of our packages; the relay imports nothing once serving) and leaves once no containerd
+connection and no sandbox remain."""
 
 from __future__ import annotations
 
