@@ -26,7 +26,6 @@ Exit codes: 0 done, 1 failed (one line on stderr), 2 bad usage.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -37,14 +36,10 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
 from agent.daemon import settings as daemon_settings
-from agent.daemon.lifecycle import spawn_detached
-from agent.events.envelope import timestamp
-from agent.sandbox.errors import SandboxError
-from agent.sandbox.state import StateStore
 from api.containerd.task.v2 import shim_pb2
 from api.node import relay_pb2
 from api.node import shim_pb2 as node_pb2
-from ttrpc import Client, ServiceStub, StatusError, TtrpcError
+from shim import wire
 
 NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Shim"]
 RELAY_SERVICE = relay_pb2.DESCRIPTOR.services_by_name["Relay"]
@@ -69,26 +64,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _connect(socket: Path) -> Client | None:
+def _connect(socket: Path) -> wire.Connection | None:
     try:
-        return await Client.connect_unix(socket)
-    except (TtrpcError, OSError):
+        return wire.Connection(socket, CALL_SECONDS)
+    except wire.Unreachable:
         return None
 
 
-async def ensure_running(
+def ensure_running(
     socket: Path, module: str, log_name: str, run_dir: Path, what: str
-) -> Client:
+) -> wire.Connection:
     """A connection to ``socket``, starting ``python -m module`` detached first when
     nobody answers there; raises ShimError."""
-    client = await _connect(socket)
+    client = _connect(socket)
     if client is not None:
         return client
+    from agent.daemon.lifecycle import spawn_detached  # only when nobody answers
+
     spawn_detached(module, run_dir, log_name)
     deadline = time.monotonic() + DAEMON_START_SECONDS
     while time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-        client = await _connect(socket)
+        time.sleep(0.05)
+        client = _connect(socket)
         if client is not None:
             return client
     log = run_dir / log_name
@@ -99,16 +96,16 @@ async def ensure_running(
     )
 
 
-async def ensure_daemon(config: daemon_settings.Settings) -> Client:
+def ensure_daemon(config: daemon_settings.Settings) -> wire.Connection:
     """A connection to the daemon, starting it first when nobody answers; raises ShimError."""
-    return await ensure_running(
+    return ensure_running(
         config.socket, "agent.daemon", daemon_settings.LOG_FILE, config.run_dir, "node daemon"
     )
 
 
-async def ensure_relay(config: daemon_settings.Settings) -> Client:
+def ensure_relay(config: daemon_settings.Settings) -> wire.Connection:
     """A connection to the relay, starting it first when nobody answers; raises ShimError."""
-    return await ensure_running(
+    return ensure_running(
         config.relay_socket,
         "agent.relay",
         daemon_settings.RELAY_LOG_FILE,
@@ -117,18 +114,19 @@ async def ensure_relay(config: daemon_settings.Settings) -> Client:
     )
 
 
-async def relay_listen(config: daemon_settings.Settings, namespace: str) -> str:
+def relay_listen(config: daemon_settings.Settings, namespace: str) -> str:
     """The relay's address for ``namespace`` (containerd dials it); raises ShimError."""
-    client = await ensure_relay(config)
-    try:
-        reply = await ServiceStub(client, RELAY_SERVICE).Listen(
-            relay_pb2.ListenRequest(namespace=namespace), timeout=CALL_SECONDS
-        )
-    except TtrpcError as err:
-        raise ShimError(f"the node relay cannot serve namespace {namespace}: {err}") from err
-    finally:
-        await client.close()
-    assert isinstance(reply, relay_pb2.ListenResponse)
+    with ensure_relay(config) as client:
+        try:
+            reply = client.call(
+                RELAY_SERVICE.full_name,
+                "Listen",
+                relay_pb2.ListenRequest(namespace=namespace),
+                relay_pb2.ListenResponse,
+                CALL_SECONDS,
+            )
+        except wire.WireError as err:
+            raise ShimError(f"the node relay cannot serve namespace {namespace}: {err}") from err
     return reply.address
 
 
@@ -144,12 +142,11 @@ def read_options(data: bytes) -> any_pb2.Any | None:
     return options
 
 
-async def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
+def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
     """Register the task with the (possibly just started) daemon; its address."""
     config = daemon_settings.from_env()
     namespace = args.namespace or os.environ.get("NAMESPACE", "")
-    client = await ensure_daemon(config)
-    try:
+    with ensure_daemon(config) as client:
         request = node_pb2.RegisterRequest(
             namespace=namespace,
             id=args.id,
@@ -158,24 +155,31 @@ async def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
             grpc_address=args.address,
             options=options,
         )
-        reply = await ServiceStub(client, NODE_SERVICE).Register(request, timeout=CALL_SECONDS)
-    except StatusError as err:
-        raise ShimError(f"the node daemon refused task {args.id}: {err.message}") from err
-    except TtrpcError as err:
-        raise ShimError(f"registering task {args.id} with the node daemon: {err}") from err
-    finally:
-        await client.close()
-    assert isinstance(reply, node_pb2.RegisterResponse)
+        try:
+            client.call(
+                NODE_SERVICE.full_name,
+                "Register",
+                request,
+                node_pb2.RegisterResponse,
+                CALL_SECONDS,
+            )
+        except wire.CallStatus as err:
+            raise ShimError(f"the node daemon refused task {args.id}: {err.message}") from err
+        except wire.WireError as err:
+            raise ShimError(f"registering task {args.id} with the node daemon: {err}") from err
     # The daemon serves the namespace on reply.address; containerd dials the relay, which
     # holds its connections while the daemon restarts.
-    address = await relay_listen(config, namespace)
+    address = relay_listen(config, namespace)
     Path("address").write_text(address)
     return address
 
 
 def delete_locally(config: daemon_settings.Settings, namespace: str, task_id: str) -> None:
     """Release a task from the persisted state while no daemon runs; raises ShimError."""
-    from agent.sandbox.vm_backend import kill_orphan  # QEMU/QMP modules: only on this path
+    # Only on this path: the state files, QEMU/QMP modules.
+    from agent.sandbox.errors import SandboxError
+    from agent.sandbox.state import StateStore
+    from agent.sandbox.vm_backend import kill_orphan
 
     store = StateStore(config.state_dir)
     records, _ = store.load_all()
@@ -194,26 +198,27 @@ def delete_locally(config: daemon_settings.Settings, namespace: str, task_id: st
         raise ShimError(f"releasing task {task_id} without the daemon: {err}") from err
 
 
-async def delete(args: argparse.Namespace) -> shim_pb2.DeleteResponse:
+def delete(args: argparse.Namespace) -> shim_pb2.DeleteResponse:
     config = daemon_settings.from_env()
     namespace = args.namespace or os.environ.get("NAMESPACE", "")
-    client = await _connect(config.socket)
+    client = _connect(config.socket)
     if client is None:
+        from agent.events.envelope import timestamp
+
         delete_locally(config, namespace, args.id)
         return shim_pb2.DeleteResponse(
             exit_status=128 + signal.SIGKILL, exited_at=timestamp(time.time_ns())
         )
-    try:
+    with client:
         request = node_pb2.CleanupRequest(
             namespace=namespace, id=args.id, bundle=args.bundle or str(Path.cwd())
         )
-        reply = await ServiceStub(client, NODE_SERVICE).Cleanup(request, timeout=CALL_SECONDS)
-    except TtrpcError as err:
-        raise ShimError(f"the node daemon could not release task {args.id}: {err}") from err
-    finally:
-        await client.close()
-    assert isinstance(reply, shim_pb2.DeleteResponse)
-    return reply
+        try:
+            return client.call(
+                NODE_SERVICE.full_name, "Cleanup", request, shim_pb2.DeleteResponse, CALL_SECONDS
+            )
+        except wire.WireError as err:
+            raise ShimError(f"the node daemon could not release task {args.id}: {err}") from err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,11 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "start":
             stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
-            address = asyncio.run(start(args, read_options(stdin)))
+            address = start(args, read_options(stdin))
             sys.stdout.write(address)
             sys.stdout.flush()
         else:
-            response = asyncio.run(delete(args))
+            response = delete(args)
             sys.stdout.buffer.write(response.SerializeToString())
             sys.stdout.buffer.flush()
     except (ShimError, daemon_settings.SettingsError, OSError) as err:
