@@ -64,6 +64,9 @@ class PodTimes:
     steps: tuple[Step, ...]  # ready -> first output
     agent_start: float  # the guest agent's start (in the boot): initdata, imports, policy
     pull: float  # the guest puller's figure for the workload image
+    # In the boot too (before "ready"): the guest agent serving the guest network
+    # (UpdateInterface waits for the NIC's driver, loaded during boot) and CreateSandbox.
+    setup: tuple[tuple[str, float], ...] = ()
 
 
 class LogError(Exception):
@@ -131,6 +134,7 @@ def pod_times(
         first = names.index("CreateSandboxRequest") + 1
     except ValueError as err:
         raise LogError("no CreateSandboxRequest served in the console log") from err
+    setup = tuple(served[:first])
     after = served[first:]
     expected = ["CreateContainerRequest", "StartContainerRequest"] * 2
     # Stop/remove requests may follow; signals do not come before the first output.
@@ -163,4 +167,5 @@ def pod_times(
         steps=steps,
         agent_start=float(built[1]) / 1000,
         pull=pull,
+        setup=setup,
     )
