@@ -72,16 +72,17 @@ def _connect(socket: Path) -> wire.Connection | None:
 
 
 def ensure_running(
-    socket: Path, module: str, log_name: str, run_dir: Path, what: str
+    socket: Path, module: str, log_name: str, run_dir: Path, what: str, *, spawn: bool = True
 ) -> wire.Connection:
     """A connection to ``socket``, starting ``python -m module`` detached first when
-    nobody answers there; raises ShimError."""
+    nobody answers there (only waiting for it when ``spawn`` is false); raises ShimError."""
     client = _connect(socket)
     if client is not None:
         return client
-    from agent.daemon.lifecycle import spawn_detached  # only when nobody answers
+    if spawn:
+        from agent.daemon.lifecycle import spawn_detached  # only when nobody answers
 
-    spawn_detached(module, run_dir, log_name)
+        spawn_detached(module, run_dir, log_name)
     deadline = time.monotonic() + DAEMON_START_SECONDS
     while time.monotonic() < deadline:
         time.sleep(0.05)
@@ -97,9 +98,17 @@ def ensure_running(
 
 
 def ensure_daemon(config: daemon_settings.Settings) -> wire.Connection:
-    """A connection to the daemon, starting it first when nobody answers; raises ShimError."""
+    """A connection to the daemon, starting it first when nobody answers; raises ShimError.
+
+    A supervised daemon (``CONTRAST_DAEMON_SUPERVISED=1``: systemd or the kubelet restarts
+    it) is only waited for: a second daemon started here would race its supervisor's."""
     return ensure_running(
-        config.socket, "agent.daemon", daemon_settings.LOG_FILE, config.run_dir, "node daemon"
+        config.socket,
+        "agent.daemon",
+        daemon_settings.LOG_FILE,
+        config.run_dir,
+        "node daemon",
+        spawn=not config.supervised,
     )
 
 
