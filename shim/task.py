@@ -23,13 +23,11 @@ from typing import Any
 from google.protobuf import any_pb2, empty_pb2
 
 from agent.events.envelope import timestamp
-from agent.sandbox import config as runtime_config
 from agent.sandbox import imageref
 from agent.sandbox import metrics as sandbox_metrics
 from agent.sandbox.backend import ContainerSpec
 from agent.sandbox.errors import (
     BackendError,
-    RuntimeConfigError,
     TaskStateError,
     UnknownTaskError,
 )
@@ -50,9 +48,9 @@ from shim.task_requests import (
     CONTAINER_TYPE,
     NAMESPACE_KEY,
     SANDBOX_ID,
-    config_path_of,
     read_spec,
     request_namespace,
+    runtime_config_of,
     sandbox_run_dir,
 )
 from ttrpc import CallContext, InvalidArgument, NotFound, Unimplemented
@@ -87,13 +85,7 @@ class TaskService(TaskProcesses):
         if request.checkpoint:
             raise Unimplemented("restoring from a checkpoint is not supported")
         options = request.options if request.HasField("options") else registration.options
-        config_path = config_path_of(options)
-        if not config_path:
-            raise RuntimeConfigError(
-                f"task {request.id}: the runtime options carry no ConfigPath "
-                "(containerd's runtime entry needs options.ConfigPath)"
-            )
-        config = runtime_config.load(Path(config_path))
+        config = runtime_config_of(request.id, options)
         oci = read_spec(request.bundle)
         annotations = {str(k): str(v) for k, v in oci.get("annotations", {}).items()}
         if image := annotations.get(IMAGE_ANNOTATION):

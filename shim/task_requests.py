@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.sandbox import config as runtime_config
 from agent.sandbox.errors import RuntimeConfigError, TaskStateError
 from api.runtimeoptions.v1 import api_pb2 as runtimeoptions
 from ttrpc import CallContext, InvalidArgument
@@ -35,6 +36,17 @@ def config_path_of(options: Any) -> str:
     parsed = runtimeoptions.Options()
     parsed.ParseFromString(options.value)
     return parsed.config_path
+
+
+def runtime_config_of(task_id: str, options: Any) -> runtime_config.RuntimeConfig:
+    """The runtime configuration the options' ConfigPath names; raises RuntimeConfigError."""
+    config_path = config_path_of(options)
+    if not config_path:
+        raise RuntimeConfigError(
+            f"task {task_id}: the runtime options carry no ConfigPath "
+            "(containerd's runtime entry needs options.ConfigPath)"
+        )
+    return runtime_config.load(Path(config_path))
 
 
 def netns_of(oci: dict[str, Any]) -> Path | None:
