@@ -32,12 +32,13 @@ from dataclasses import dataclass
 
 import grpc
 
+from agent.sandbox import containerd_client
 from agent.sandbox.errors import SandboxError
 from api.containerd.services.containers.v1 import containers_pb2
 
 log = logging.getLogger(__name__)
 
-NAMESPACE_HEADER = "containerd-namespace"
+NAMESPACE_HEADER = containerd_client.NAMESPACE_HEADER
 GET = "/containerd.services.containers.v1.Containers/Get"
 TTRPC_SUFFIX = ".ttrpc"
 MISSES = 2
@@ -77,26 +78,18 @@ async def container_presence(
 ) -> Presence:
     """Whether containerd at ``address`` has container ``container_id`` in ``namespace``.
     Raises ContainerdLookupError for any answer but the container or NOT_FOUND."""
-    target = address if address.startswith("unix://") else f"unix://{address}"
-    async with grpc.aio.insecure_channel(target) as channel:
-        get = channel.unary_unary(
-            GET,
-            request_serializer=containers_pb2.GetContainerRequest.SerializeToString,
-            response_deserializer=containers_pb2.GetContainerResponse.FromString,
+    request = containers_pb2.GetContainerRequest(id=container_id)
+    try:
+        reply = await containerd_client.unary(
+            address, namespace, GET, request, containers_pb2.GetContainerResponse, timeout=timeout
         )
-        try:
-            reply: containers_pb2.GetContainerResponse = await get(
-                containers_pb2.GetContainerRequest(id=container_id),
-                metadata=((NAMESPACE_HEADER, namespace),),
-                timeout=timeout,
-            )
-        except grpc.aio.AioRpcError as err:
-            if err.code() is grpc.StatusCode.NOT_FOUND:
-                return Presence.GONE
-            raise ContainerdLookupError(
-                f"container {namespace}/{container_id}: asking containerd ({address}) "
-                f"failed: {err.code().name}: {err.details()}"
-            ) from err
+    except grpc.aio.AioRpcError as err:
+        if err.code() is grpc.StatusCode.NOT_FOUND:
+            return Presence.GONE
+        raise ContainerdLookupError(
+            f"container {namespace}/{container_id}: asking containerd ({address}) "
+            f"failed: {err.code().name}: {err.details()}"
+        ) from err
     if reply.container.id != container_id:
         raise ContainerdLookupError(
             f"container {namespace}/{container_id}: containerd ({address}) answered with "

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from agent.sandbox import containerd_client
 from agent.sandbox.errors import ImageRefError
 from api.containerd.services.images.v1 import images_pb2
 
-NAMESPACE_HEADER = "containerd-namespace"
+NAMESPACE_HEADER = containerd_client.NAMESPACE_HEADER
 GET = "/containerd.services.images.v1.Images/Get"
 DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -65,29 +66,21 @@ async def image_target(
 ) -> images_pb2.Descriptor:
     """containerd's record of image ``name``: its target descriptor (manifest or index).
     Raises ImageRefError naming the image."""
-    target = address if address.startswith("unix://") else f"unix://{address}"
-    async with grpc.aio.insecure_channel(target) as channel:
-        get = channel.unary_unary(
-            GET,
-            request_serializer=images_pb2.GetImageRequest.SerializeToString,
-            response_deserializer=images_pb2.GetImageResponse.FromString,
+    request = images_pb2.GetImageRequest(name=name)
+    try:
+        reply = await containerd_client.unary(
+            address, namespace, GET, request, images_pb2.GetImageResponse, timeout=timeout
         )
-        try:
-            reply: images_pb2.GetImageResponse = await get(
-                images_pb2.GetImageRequest(name=name),
-                metadata=((NAMESPACE_HEADER, namespace),),
-                timeout=timeout,
-            )
-        except grpc.aio.AioRpcError as err:
-            if err.code() is grpc.StatusCode.NOT_FOUND:
-                raise ImageRefError(
-                    f"image {name}: containerd has no image of that name in namespace "
-                    f"{namespace}, so it cannot be pinned by digest"
-                ) from err
+    except grpc.aio.AioRpcError as err:
+        if err.code() is grpc.StatusCode.NOT_FOUND:
             raise ImageRefError(
-                f"image {name}: asking containerd ({address}) for its digest failed: "
-                f"{err.code().name}: {err.details()}"
+                f"image {name}: containerd has no image of that name in namespace "
+                f"{namespace}, so it cannot be pinned by digest"
             ) from err
+        raise ImageRefError(
+            f"image {name}: asking containerd ({address}) for its digest failed: "
+            f"{err.code().name}: {err.details()}"
+        ) from err
     return reply.image.target
 
 
