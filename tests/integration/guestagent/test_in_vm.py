@@ -20,6 +20,7 @@ import ttrpc
 from agent.initdata.launch import prepare
 from agent.initdata.pod import from_toml
 from agent.transport.connect import connect
+from agent.vm import console
 from agent.vm.config import Platform, UserNet
 from agent.vm.manager import VM
 from api.kata import agent_pb2, types_pb2
@@ -121,6 +122,9 @@ async def vm_agent(
         finally:
             await client.close()
     finally:
+        # Shown by pytest only when the test failed: the guest agent logs each request it
+        # served, with its time, so a stalled call can be placed.
+        print(f"--- pod-VM console tail ---\n{console.tail(config.console_log, 16384)}")
         await vm.stop()
 
 
