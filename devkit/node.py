@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devkit import ownership
+from devkit.errors import DevkitError
 
 BIN = Path(sys.executable).parent
 SHIM = BIN / "containerd-shim-contrast-cc-v2"
@@ -56,11 +57,20 @@ class Node:
     ) -> subprocess.CompletedProcess[bytes]:
         """The shim entry with containerd 1.6's arguments and environment."""
         env = {**self.env, **(extra_env or {})}
-        return subprocess.run(
-            [str(SHIM), "-namespace", "default", "-address", str(self.root / "containerd.sock"),
-             "-publish-binary", "/usr/bin/containerd", *args],
-            cwd=cwd, input=stdin, capture_output=True, env=env, timeout=60, check=False,
-        )  # fmt: skip
+        try:
+            # Longer than the entry's own wait for a daemon, so that its error (with the
+            # daemon log's tail) is what a failing test shows.
+            return subprocess.run(
+                [str(SHIM), "-namespace", "default", "-address",
+                 str(self.root / "containerd.sock"), "-publish-binary", "/usr/bin/containerd",
+                 *args],
+                cwd=cwd, input=stdin, capture_output=True, env=env, timeout=120, check=False,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as err:
+            raise DevkitError(
+                f"shim {' '.join(args)} did not finish in 120 s; daemon log ends:\n"
+                f"{self.daemon_log()[-4000:]}"
+            ) from err
 
 
 def _terminate(pid: int, timeout: float) -> bool:
