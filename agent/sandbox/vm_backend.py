@@ -35,6 +35,7 @@ from agent.transport import choose
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from agent.transport.errors import AgentTransportError
+from agent.transport.reconnect import connect_serving
 from agent.vm.config import Disk, Platform, VirtioSerialTransport, VMConfig, VsockTransport
 from agent.vm.errors import SpawnSetupError, VMError
 from agent.vm.manager import VM
@@ -214,12 +215,9 @@ class PodVmBackend:
         else:
             raise BackendError(f"sandbox {record.id}: its state records no agent transport")
         try:
-            client = await connect(transport)
-            agent = AgentClient(client)
-            if not await agent.check(timeout=config.timeouts.agent_call_seconds):
-                raise BackendError(f"sandbox {record.id}: the guest agent is not serving")
-        except (AgentTransportError, TtrpcError, TimeoutError) as err:
-            raise BackendError(f"sandbox {record.id}: guest agent unreachable: {err}") from err
+            agent = await connect_serving(transport, config.timeouts.agent_call_seconds)
+        except AgentTransportError as err:
+            raise BackendError(f"sandbox {record.id}: {err}") from err
         log.info("sandbox %s/%s: reattached to pod-VM pid %d", record.namespace, record.id, vm.pid)
         sandbox = GuestSandbox(agent, vm, config.timeouts.agent_call_seconds)
         self._stop_seconds[vm.pid] = config.timeouts.stop_seconds
