@@ -16,23 +16,18 @@ journal naming the problem), 2 on bad usage.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
-import sys
-from pathlib import Path
 
+from agent.daemon import entry
 from agent.daemon import settings as daemon_settings
 from agent.daemon.lifecycle import (
-    InstanceError,
     remove_pid_file,
     root_only,
-    single_instance,
     write_pid_file,
 )
-from agent.daemon.logfile import log_to_file
-from agent.daemon.systemd import Notifier, SystemdError, setup_logging
+from agent.daemon.systemd import Notifier
 from agent.events import EventForwarder
 from agent.sandbox import gc
 from agent.sandbox.backend import SandboxBackend
@@ -117,35 +112,14 @@ async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
     return 0
 
 
+PROGRAM = entry.Program(
+    name="contrast-node-daemon",
+    description="Serve the containerd shim API for every Contrast pod-VM of this node.",
+    lock_file=daemon_settings.LOCK_FILE,
+    what="node daemon",
+    errors=(DaemonError,),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="contrast-node-daemon",
-        description="Serve the containerd shim API for every Contrast pod-VM of this node.",
-    )
-    parser.add_argument("--debug", action="store_true", help="log at debug level")
-    parser.add_argument(
-        "--log-file",
-        type=Path,
-        help="log to this size-capped, rotated file (stdout and stderr too) instead of "
-        "stderr (set by the shim or relay that starts us detached)",
-    )
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else logging.INFO
-    try:
-        setup_logging(level)
-        notifier = Notifier()
-        config = daemon_settings.from_env()
-        with single_instance(config.run_dir, daemon_settings.LOCK_FILE, "node daemon"):
-            if args.log_file is not None:  # only the holder of the lock rotates it
-                log_to_file(args.log_file, level, config.log_limits)
-            return asyncio.run(serve(config, notifier))
-    except (
-        DaemonError,
-        InstanceError,
-        SystemdError,
-        daemon_settings.SettingsError,
-        OSError,
-    ) as err:
-        print(f"contrast-node-daemon: {err}", file=sys.stderr)
-        log.error("start-up failed: %s", err)  # noqa: TRY400 (the message says it all)
-        return 1
+    return entry.run(PROGRAM, serve, argv)

@@ -11,18 +11,15 @@ Exit codes: 0 after a signal or when idle, 1 on a start-up failure, 2 on bad usa
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import signal
-import sys
-from pathlib import Path
 
+from agent.daemon import entry
 from agent.daemon import settings as daemon_settings
-from agent.daemon.lifecycle import InstanceError, remove_pid_file, single_instance, write_pid_file
-from agent.daemon.logfile import log_to_file
-from agent.daemon.systemd import Notifier, SystemdError, setup_logging
+from agent.daemon.lifecycle import remove_pid_file, write_pid_file
+from agent.daemon.systemd import Notifier
 from agent.relay.relay import Relay, RelayError
 
 log = logging.getLogger("agent.relay")
@@ -59,29 +56,14 @@ async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
     return 0
 
 
+PROGRAM = entry.Program(
+    name="contrast-node-relay",
+    description="Hold containerd's shim connections to the node daemon across its restarts.",
+    lock_file=daemon_settings.RELAY_LOCK_FILE,
+    what="node relay",
+    errors=(RelayError,),
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="contrast-node-relay",
-        description="Hold containerd's shim connections to the node daemon across its restarts.",
-    )
-    parser.add_argument("--debug", action="store_true", help="log at debug level")
-    parser.add_argument(
-        "--log-file",
-        type=Path,
-        help="log to this size-capped, rotated file (stdout and stderr too) instead of "
-        "stderr (set by the shim or relay that starts us detached)",
-    )
-    args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug else logging.INFO
-    try:
-        setup_logging(level, identifier="contrast-node-relay")
-        notifier = Notifier()
-        config = daemon_settings.from_env()
-        with single_instance(config.run_dir, daemon_settings.RELAY_LOCK_FILE, "node relay"):
-            if args.log_file is not None:  # only the holder of the lock rotates it
-                log_to_file(args.log_file, level, config.log_limits)
-            return asyncio.run(serve(config, notifier))
-    except (RelayError, InstanceError, SystemdError, daemon_settings.SettingsError, OSError) as err:
-        print(f"contrast-node-relay: {err}", file=sys.stderr)
-        log.error("start-up failed: %s", err)  # noqa: TRY400 (the message says it all)
-        return 1
+    return entry.run(PROGRAM, serve, argv)
