@@ -29,6 +29,7 @@ from agent.sandbox.errors import (
     SandboxError,
     TaskStateError,
     UnknownTaskError,
+    UnsupportedPodError,
 )
 from agent.stdio.fifo import FifoError
 from ttrpc import FailedPrecondition, Internal, InvalidArgument, NotFound, StatusError, status_error
@@ -45,7 +46,7 @@ def to_status(err: Exception) -> StatusError:
         return NotFound(str(err))
     if isinstance(err, TaskStateError | ImageRefError):
         return FailedPrecondition(str(err))
-    if isinstance(err, RuntimeConfigError | AnnotationError):
+    if isinstance(err, RuntimeConfigError | AnnotationError | UnsupportedPodError):
         return InvalidArgument(str(err))
     if isinstance(err, GuestAgentError):
         return status_error(err.code, str(err))

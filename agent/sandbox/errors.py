@@ -43,3 +43,7 @@ class GuestAgentError(BackendError):
 
 class ImageRefError(SandboxError):
     """A container's image reference cannot be pinned by digest; names the reference."""
+
+
+class UnsupportedPodError(SandboxError):
+    """The pod asks for something a pod-VM cannot give (a host namespace); names it."""

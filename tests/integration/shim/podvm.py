@@ -83,8 +83,10 @@ def pause_bundle(
             "maskedPaths": ["/proc/kcore"],
         },
     }
-    if netns is not None:
-        spec["linux"]["namespaces"].append({"type": "network", "path": str(netns)})  # type: ignore[index]
+    # Without a netns: a network namespace of its own and empty (no path), as CRI never
+    # leaves it out but for a host-network pod, which the daemon refuses.
+    network = {"type": "network", "path": str(netns)} if netns is not None else {"type": "network"}
+    spec["linux"]["namespaces"].append(network)  # type: ignore[index]
     (bundle / "config.json").write_text(json.dumps(spec))
     return bundle
 
