@@ -15,7 +15,7 @@ from typing import Any
 
 from agent.events import EventForwarder, ForwardError
 from agent.events.envelope import timestamp
-from agent.sandbox import allowlist, resolv
+from agent.sandbox import allowlist, hostns, resolv
 from agent.sandbox import config as runtime_config
 from agent.sandbox.backend import SandboxBackend, SandboxSpec
 from agent.sandbox.errors import SandboxError, TaskStateError, UnknownTaskError
@@ -162,6 +162,7 @@ class TaskProcesses:
     ) -> Pod:
         if self.pods.pod(namespace, sandbox_id) is not None:
             raise TaskStateError(f"sandbox {sandbox_id} exists already")
+        hostns.refuse_host_namespaces(sandbox_id, oci, annotations)
         settings = allowlist.vm_settings(annotations, config)
         spec = SandboxSpec(
             namespace=namespace,
