@@ -9,12 +9,21 @@ outside SHARED_DIR, no ``..``, no path through a symlink.
 A regular file comes in chunks (``offset``, ``data``) into ``<path>.tmp`` and is
 renamed into place, with ``file_mode`` and owner, once it has ``file_size`` bytes. A
 directory (S_IFDIR in ``file_mode``) is created; a symlink (S_IFLNK) points at
-``data``.
+``data``, made beside as ``<path>.tmp`` and renamed over the old one, so a reader
+resolves either the old or the new target, never nothing.
+
+Kept-current volumes (the kubelet's atomic writer: ConfigMaps, Secrets, projected
+tokens) arrive in the kubelet's own layout: the host copies a new timestamped
+directory ``..<time>`` completely, then the symlink ``..data`` pointing at it. Once
+``..data`` has been swapped, the directory it pointed at before (a sibling named
+``..*``) is removed, as the kubelet removes it: readers through ``..data`` see the
+old set or the new set of files, never a mix.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -70,10 +79,7 @@ def copy_file(request: agent_pb2.CopyFileRequest, base: Path = SHARED_DIR) -> No
         os.chown(target, uid, gid)
         return
     if kind == stat.S_IFLNK:
-        if target.is_symlink() or target.exists():
-            target.unlink()
-        target.symlink_to(os.fsdecode(request.data))
-        os.chown(target, uid, gid, follow_symlinks=False)
+        _swap_symlink(target, os.fsdecode(request.data), uid, gid)
         return
     if kind not in (0, stat.S_IFREG):
         raise InvalidRequest(f"CopyFile {request.path}: unsupported file type {kind:#o}")
@@ -92,3 +98,47 @@ def copy_file(request: agent_pb2.CopyFileRequest, base: Path = SHARED_DIR) -> No
     finally:
         os.close(fd)
     temp.rename(target)
+
+
+DATA_LINK = "..data"
+
+
+def _swap_symlink(target: Path, points_to: str, uid: int, gid: int) -> None:
+    """``target`` -> ``points_to``, replacing an existing link in one rename. For the
+    atomic writer's ``..data``: the timestamped directory it left is removed after."""
+    if target.is_dir() and not target.is_symlink():
+        raise InvalidRequest(f"CopyFile {target}: a directory is in the symlink's place")
+    before = str(target.readlink()) if target.is_symlink() else None
+    temp = target.with_name(target.name + ".tmp")
+    if temp.is_symlink() or temp.exists():
+        temp.unlink()
+    temp.symlink_to(points_to)
+    os.chown(temp, uid, gid, follow_symlinks=False)
+    temp.rename(target)
+    if target.name != DATA_LINK or before is None or before == points_to:
+        return
+    old = target.parent / before
+    # Only a timestamped sibling directory of the writer's own layout, never a path
+    # through a symlink or out of this volume.
+    if (
+        "/" not in before
+        and before.startswith("..")
+        and before not in ("..", DATA_LINK)
+        and old.is_dir()
+        and not old.is_symlink()
+    ):
+        shutil.rmtree(old)
+
+
+def remove_copies(container_id: str, base: Path = SHARED_DIR) -> None:
+    """Remove what was copied for ``container_id`` (``<base>/<id>-*``, the host's
+    names), at RemoveContainer. ``container_id`` is a checked plain name."""
+    if not base.is_dir():
+        return
+    for entry in base.glob(f"{container_id}-*"):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from api.kata import agent_pb2
+from guest.agent import copyfile, volumes
 from guest.agent import spec as specs
-from guest.agent import volumes
 from guest.agent.containers import Container, Containers, Release
 from guest.agent.errors import FailedPrecondition, InvalidRequest, NotFound
 
@@ -220,6 +220,7 @@ class Sandbox:
             if release is not None:
                 await release()
             shutil.rmtree(bundle, ignore_errors=True)
+            copyfile.remove_copies(cid)  # what the host copied in for it
             raise
         if is_pause:
             self.pause_id = cid
@@ -237,6 +238,7 @@ class Sandbox:
 
     async def remove_container(self, cid: str, timeout: float | None) -> None:
         await self.containers.remove(cid, timeout)
+        copyfile.remove_copies(cid)  # its volumes' copies (CopyFile)
         if cid == self.pause_id:
             self.pause_id = ""
 

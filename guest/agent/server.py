@@ -1,4 +1,5 @@
-"""The agent's ttrpc services (grpc.Health, grpc.AgentService) and how they are built.
+"""The agent's ttrpc services (grpc.Health, grpc.AgentService, and our
+contrast.guest.v1.TerminationMessage) and how they are built.
 
 Start-up is split so that Health answers as early as possible: this module imports
 only ttrpc and the generated messages; the AgentService with its heavy imports
@@ -152,7 +153,12 @@ def build_server(service: AgentService | DeferredAgentService | None = None) -> 
     No peer check: the only transports are the virtio-serial port and vsock, whose
     peer is the host by construction (and a root-only unix socket for development).
     """
+    from guest.agent import termination
+
     server = Server(peer_check=None)
     server.register(HEALTH_SERVICE, HealthService())
-    server.register(AGENT_SERVICE, service or build_agent())
+    agent = service or build_agent()
+    server.register(AGENT_SERVICE, agent)
+    # Contrast's own: the termination message back to the host (policy-checked).
+    server.register(termination.SERVICE, termination.TerminationMessages(agent))
     return server

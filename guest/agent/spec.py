@@ -5,10 +5,12 @@ as Kata's agent does, with these rules (each dropped item is reported in ``notes
 
 - root: always ``rootfs`` inside the bundle (the image puller's overlay mount).
 - mounts: kernel file systems (proc, sysfs, tmpfs, devpts, mqueue, cgroup) are kept;
+  a bind mount from where the host may put files (CopyFile's directory and the
+  emptyDir volumes, SHARED_PREFIXES) is kept, and must exist; otherwise
   /etc/hostname, /etc/hosts and /etc/resolv.conf come from the sandbox's files in
-  the guest; /dev/shm becomes a tmpfs; a bind mount is kept only from where the host
-  may put files (CopyFile's directory, SHARED_PREFIXES) and when its source exists;
-  everything else is dropped.
+  the guest and /dev/shm becomes a tmpfs. Any other mount is refused
+  (InvalidRequest naming it): the host provides every mount or fails the container
+  itself (agent.volumes), a mount is never silently dropped.
 - namespaces: network is dropped (containers use the VM's network, set up by the
   agent); ipc and uts join the sandbox (pause) container's; pid joins it only when
   the request asks for the sandbox pid namespace; user and time are dropped (no
@@ -252,14 +254,20 @@ def _is_bind(mount: Any) -> bool:
 
 
 def _mounts(requested: Any, ctx: GuestContext, notes: list[str]) -> list[dict[str, Any]]:
+    """Raises InvalidRequest for a mount the guest cannot provide."""
     out: list[dict[str, Any]] = []
     for m in requested:
         dest = m.destination
         name = dest.removeprefix("/etc/")
-        if dest.startswith("/etc/") and name in SANDBOX_FILES:
+        if _is_bind(m) and _shared(m.source):
+            if not ctx.exists(m.source):
+                raise InvalidRequest(
+                    f"mount {dest}: source {m.source!r} was not provided in the guest"
+                )
+            out.append(_mount(m))
+        elif dest.startswith("/etc/") and name in SANDBOX_FILES and _is_bind(m):
             if ctx.sandbox_files is None:
-                notes.append(f"mount {dest}: no sandbox file, dropped")
-                continue
+                raise InvalidRequest(f"mount {dest}: the sandbox has no {name} file")
             out.append(
                 {
                     "destination": dest,
@@ -268,6 +276,7 @@ def _mounts(requested: Any, ctx: GuestContext, notes: list[str]) -> list[dict[st
                     "options": ["rbind", "ro" if "ro" in m.options else "rw"],
                 }
             )
+            notes.append(f"mount {dest}: the sandbox's {name}")
         elif dest == "/dev/shm" and _is_bind(m):
             out.append(
                 {
@@ -277,12 +286,14 @@ def _mounts(requested: Any, ctx: GuestContext, notes: list[str]) -> list[dict[st
                     "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={SHM_SIZE}"],
                 }
             )
-        elif (m.type in KERNEL_FILESYSTEMS and not _is_bind(m)) or (
-            _is_bind(m) and _shared(m.source) and ctx.exists(m.source)
-        ):
+        elif m.type in KERNEL_FILESYSTEMS and not _is_bind(m):
             out.append(_mount(m))
         else:
-            notes.append(f"mount {dest}: source {m.source!r} not shared with the guest, dropped")
+            kind = "bind" if _is_bind(m) else (m.type or "untyped")
+            raise InvalidRequest(
+                f"mount {dest}: {kind} of {m.source!r} is not in the guest (the host copies "
+                "a volume in, or refuses the container)"
+            )
     return out
 
 

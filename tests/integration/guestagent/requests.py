@@ -78,9 +78,8 @@ def spec(
             oci_root_pb2.Mount(destination="/dev/shm", type="bind",
                                source="/run/containerd/sandboxes/x/shm",
                                options=["rbind", "rprivate", "rw"]),
-            oci_root_pb2.Mount(destination="/var/run/secrets/kubernetes.io/serviceaccount",
-                               type="bind", source="/var/lib/kubelet/pods/uid/volumes/token",
-                               options=["rbind", "rprivate", "ro"]),
+            # A volume (the service-account token) reaches the agent as a bind of the
+            # copy the host made (agent.volumes): see test_copied_file_is_mounted.
         ],
         Annotations=annotations,
         Linux=oci_linux_pb2.Linux(

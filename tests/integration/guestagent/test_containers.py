@@ -229,9 +229,8 @@ async def test_copied_file_is_mounted(agent: Agent, pushed: Pushed) -> None:
         )  # fmt: skip
         await sandbox(stub)
         request = rq.create_container("tok", ["cat", "/var/run/secrets/token"], pushed.reference)
-        for m in request.OCI.Mounts:
-            if m.destination == "/var/run/secrets/kubernetes.io/serviceaccount":
-                m.destination, m.source = "/var/run/secrets", str(token_dir)
+        request.OCI.Mounts.add(destination="/var/run/secrets", type="bind",
+                               source=str(token_dir), options=["rbind", "ro"])  # fmt: skip
         await stub.CreateContainer(request)
         await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="tok"))
         assert await read_all(stub, "tok") == b"secret-1\n"

@@ -24,24 +24,43 @@ def ctx(**kw: object) -> GuestContext:
     return GuestContext(**defaults)  # type: ignore[arg-type]
 
 
-def test_mounts_host_paths_dropped_sandbox_files_used() -> None:
+def test_mounts_shared_kept_sandbox_files_used() -> None:
     host = spec(["sh"], image="img")
-    for dest, source in (("/token", SHARED), ("/guest-etc", "/etc")):
-        host.Mounts.append(oci_root_pb2.Mount(destination=dest, type="bind", source=source))
-    escape = "/run/kata-containers/shared/containers/../../../etc"
-    host.Mounts.append(oci_root_pb2.Mount(destination="/escape", type="bind", source=escape))
-    out = adapt(host, ctx())
+    host.Mounts.append(oci_root_pb2.Mount(destination="/token", type="bind", source=SHARED))
+    copied_hosts = "/run/kata-containers/shared/containers/c1-0123-hosts"
+    host.Mounts.append(
+        oci_root_pb2.Mount(destination="/etc/hostname", type="bind", source=copied_hosts)
+    )
+    out = adapt(host, ctx(exists=lambda p: p in {*EXISTING, copied_hosts}))
     mounts = {m["destination"]: m for m in out.config["mounts"]}
     assert mounts["/proc"]["type"] == "proc"
-    assert mounts["/etc/hosts"]["source"] == str(FILES / "hosts")
+    assert mounts["/etc/hosts"]["source"] == str(FILES / "hosts")  # a host path: the guest's
     assert mounts["/etc/resolv.conf"]["source"] == str(FILES / "resolv.conf")
     assert mounts["/etc/resolv.conf"]["options"] == ["rbind", "ro"]
+    assert mounts["/etc/hostname"]["source"] == copied_hosts  # copied in by the host: its
     assert mounts["/dev/shm"]["type"] == "tmpfs"
     assert mounts["/token"]["source"] == SHARED  # copied into the guest by CopyFile: kept
-    assert "/guest-etc" not in mounts  # the guest's own files: never
-    assert "/escape" not in mounts
-    assert "/var/run/secrets/kubernetes.io/serviceaccount" not in mounts
-    assert any("serviceaccount" in note for note in out.notes)
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "message"),
+    [
+        ("/etc", "bind", "is not in the guest"),  # the guest's own files: never
+        ("/run/kata-containers/shared/containers/../../../etc", "bind", "is not in the guest"),
+        ("/var/lib/kubelet/pods/u/volumes/kubernetes.io~secret/s", "bind", "is not in the guest"),
+        ("/run/kata-containers/shared/containers/c1-gone", "bind", "was not provided"),
+        ("server:/export", "nfs", "nfs of 'server:/export' is not in the guest"),
+    ],
+)
+def test_a_mount_the_guest_lacks_is_refused_naming_it(source: str, kind: str, message: str) -> None:
+    host = spec(["sh"], image="img")
+    options = ["rbind"] if kind == "bind" else []
+    host.Mounts.append(
+        oci_root_pb2.Mount(destination="/data", type=kind, source=source, options=options)
+    )
+    with pytest.raises(InvalidRequest, match="mount /data: ") as refused:
+        adapt(host, ctx())
+    assert message in str(refused.value)
 
 
 def test_namespaces_join_the_sandbox_and_network_is_dropped() -> None:
