@@ -10,20 +10,35 @@ a rule that fails to evaluate, a result of another type. ``AllowRequestsFailingP
 
 ``data.agent_policy.policy_reason`` (a string), when the policy defines it, is put
 into every denial message (the initdata processor's deny-all convention).
+
+Hostile policies: a policy from outside (the initdata file, SetPolicy) is first
+compiled in a forked child (:mod:`guest.agent.policycheck`), since some Rego crashes
+regopy. Every evaluation runs on the policy's own thread (regopy's calls release the
+GIL) within ``eval_timeout``: a request whose evaluation takes longer is denied and the
+policy is disabled, every later request denied with the same reason, because the
+interpreter is still busy with the runaway query and cannot be stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regopy import Bundle, Interpreter, RegoError
+from regopy import Bundle, BundleFormat, Interpreter, RegoError
 
 from api.kata import agent_pb2
-from guest.agent import jsonpatch
+from guest.agent import jsonpatch, policycheck
 from guest.agent.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -33,6 +48,10 @@ PACKAGE = "agent_policy"
 REASON_RULE = "policy_reason"
 ALLOW_FAILURES_RULE = "AllowRequestsFailingPolicy"
 MAX_POLICY_BYTES = 16 * 1024 * 1024
+# A genpolicy rule takes milliseconds even under TCG: the bound catches a runaway one.
+EVAL_TIMEOUT = 10.0
+# In the compile error of a bundle regopy could not build (it prints why on stdout).
+NOT_BUILT = "regopy built no usable bundle"
 # Compiled once per policy (and per state change) as bundle entry points: a query of
 # a bundle skips regopy's per-query compilation (0.2 ms instead of 1-2 ms).
 RULES = (
@@ -59,17 +78,50 @@ class Decision:
 class Policy:
     """One compiled policy plus its state document. Not thread-safe: one event loop."""
 
-    def __init__(self, text: str, name: str = "policy.rego") -> None:
-        """Compile ``text``. Raises PolicyError naming the parse/compile failure."""
+    def __init__(
+        self,
+        text: str,
+        name: str = "policy.rego",
+        eval_timeout: float = EVAL_TIMEOUT,
+        bundle: Path | None = None,
+    ) -> None:
+        """Compile ``text`` in this process: trusted text, or text :func:`untrusted`
+        checked. ``bundle``: load that binary bundle of ``text`` (built by
+        :meth:`save`) instead of compiling. Raises PolicyError naming the failure."""
         if len(text.encode()) > MAX_POLICY_BYTES:
             raise PolicyError(f"{name}: policy larger than {MAX_POLICY_BYTES} bytes")
         self.text = text
         self.name = name
+        self.eval_timeout = eval_timeout
+        self._disabled = ""  # why, once an evaluation overran its bound
+        self._worker = _Worker()
+        weakref.finalize(self, self._worker.stop)
         self._data: dict[str, Any] = {"pstate": {}}
         self._rules = set(RULES)
         self._input = "{}"
-        self._rego, self._bundle = self._compile()
+        self._rego, self._bundle = self._compile() if bundle is None else self._load(bundle)
         self._allow_failures = self._constant(ALLOW_FAILURES_RULE) is True
+
+    def save(self, path: Path) -> None:
+        """Write the compiled bundle (empty state) in regopy's binary format to ``path``.
+
+        Loading it is about 30 times faster than compiling. Raises PolicyError.
+        """
+        try:
+            self._rego.save_bundle(str(path), self._bundle, BundleFormat.Binary)
+        except RegoError as err:
+            raise PolicyError(f"{self.name}: cannot save the compiled bundle: {err}") from err
+
+    def _load(self, path: Path) -> tuple[Interpreter, Bundle]:
+        rego = Interpreter()
+        try:
+            bundle = rego.load_bundle(str(path), BundleFormat.Binary)
+        except RegoError as err:
+            raise PolicyError(f"{self.name}: cannot load its compiled bundle: {err}") from err
+        if not bundle.ok():
+            raise PolicyError(f"{self.name}: cannot load its compiled bundle: {NOT_BUILT}")
+        rego.set_input_term(self._input)
+        return rego, bundle
 
     def _compile(self) -> tuple[Interpreter, Bundle]:
         rego = Interpreter()
@@ -82,6 +134,10 @@ class Policy:
             raise PolicyError(
                 f"{self.name}: policy does not compile: {_one_line(str(err))}"
             ) from err
+        # A failed build returns a bundle anyway; querying it segfaults (regopy 1.5,
+        # e.g. two default rules for one name).
+        if not bundle.ok():
+            raise PolicyError(f"{self.name}: policy does not compile: {NOT_BUILT}")
         rego.set_input_term(self._input)
         return rego, bundle
 
@@ -130,8 +186,46 @@ class Policy:
     def evaluate(self, request: str, input_doc: dict[str, Any]) -> Decision:
         """Decide ``request`` (e.g. "CreateContainerRequest") for ``input_doc``.
 
-        Never raises for a policy's fault: any failure is a denial whose reason says why.
+        Blocks at most ``eval_timeout`` seconds. Never raises for a policy's fault: any
+        failure is a denial whose reason says why.
         """
+        if self._disabled:
+            return self._deny_disabled(request)
+        job = self._worker.submit(lambda: self._evaluate(request, input_doc))
+        try:
+            return job.result(self.eval_timeout)
+        except FutureTimeout:
+            return self._overran(request)
+
+    async def decide(self, request: str, input_doc: dict[str, Any]) -> Decision:
+        """:meth:`evaluate` without blocking the event loop meanwhile."""
+        if self._disabled:
+            return self._deny_disabled(request)
+        job = self._worker.submit(lambda: self._evaluate(request, input_doc))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(job), self.eval_timeout)
+        except TimeoutError:
+            return self._overran(request)
+
+    def _overran(self, request: str) -> Decision:
+        self._disabled = (
+            f"policy evaluation of {request} took longer than {self.eval_timeout:g} s: "
+            "the policy is disabled"
+        )
+        log.error("%s: %s", self.name, self._disabled)
+        return self._deny_disabled(request)
+
+    def _deny_disabled(self, request: str) -> Decision:
+        # No policy_reason: the interpreter is busy with the runaway query.
+        if self._allow_failures:
+            log.warning(
+                "policy: %s denied (%s), allowed by %s", request, self._disabled,
+                ALLOW_FAILURES_RULE,
+            )  # fmt: skip
+            return Decision(True)
+        return Decision(False, self._disabled)
+
+    def _evaluate(self, request: str, input_doc: dict[str, Any]) -> Decision:
         try:
             self._set_input(json.dumps(input_doc))
             value = self._query(request)
@@ -181,11 +275,72 @@ class Policy:
             raise
 
 
+Job = tuple[Callable[[], Decision], "Future[Decision]"]
+
+
+class _Worker:
+    """One daemon thread running a policy's regopy calls, so a caller can stop waiting.
+
+    A runaway query cannot be interrupted; its thread is left to it (a daemon thread,
+    nothing joins it) and the policy is disabled.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], Decision]) -> Future[Decision]:
+        future: Future[Decision] = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=_work, args=(self._jobs,), name="policy", daemon=True
+                )
+                self._thread.start()
+        self._jobs.put((job, future))
+        return future
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+
+def _work(jobs: queue.SimpleQueue[Job | None]) -> None:
+    # A function, not a method: the thread must not keep its Policy alive.
+    while (item := jobs.get()) is not None:
+        job, future = item
+        del item
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(job())
+            except BaseException as err:  # noqa: BLE001 - handed to the waiting caller
+                future.set_exception(err)
+        del job, future
+
+
+def untrusted(text: str, name: str = "policy.rego") -> Policy:
+    """``text`` from outside the guest image: compiled in a child, loaded here.
+
+    The child compiles it, saves the bundle, loads and queries that saved bundle as
+    this process then does. Raises PolicyError naming why it was refused (see
+    :func:`policycheck.compile_isolated`).
+    """
+    started = time.monotonic()
+    with policycheck.compile_isolated(text, name) as bundle:
+        policy = Policy(text, name, bundle=bundle)
+    log.info(
+        "%s compiled in a child process, loaded in %.1f ms",
+        name, 1000 * (time.monotonic() - started),
+    )  # fmt: skip
+    return policy
+
+
 def load(path: Path = POLICY_PATH) -> Policy:
     """The policy in force at start: ``path``, else a deny-all policy saying why.
 
-    A policy that does not compile is replaced by a deny-all one naming the error,
-    so every request fails with a message the user can read.
+    A policy that does not compile, crashes the Rego engine or takes too long to
+    check is replaced by a deny-all one naming the error, so every request fails with
+    a message the user can read.
     """
     try:
         text = path.read_text()
@@ -194,7 +349,7 @@ def load(path: Path = POLICY_PATH) -> Policy:
     except (OSError, UnicodeDecodeError) as err:
         return Policy(deny_all_policy(f"cannot read {path}: {err}"), "default-policy.rego")
     try:
-        return Policy(text, path.name)
+        return untrusted(text, path.name)
     except PolicyError as err:
         log.warning("policy %s rejected: %s", path, err)
         return Policy(deny_all_policy(str(err)), "default-policy.rego")

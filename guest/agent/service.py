@@ -31,7 +31,7 @@ from guest.agent.errors import (
     NotFound,
     PolicyError,
 )
-from guest.agent.policy import Policy
+from guest.agent.policy import Policy, untrusted
 from guest.agent.sandbox import Sandbox
 from guest.imagepull.errors import ImagePullError
 
@@ -72,7 +72,7 @@ def guarded(handler: Handler[Req, Resp]) -> Handler[Req, Resp]:
     @functools.wraps(handler)
     async def wrapper(self: AgentService, request: Req, ctx: ttrpc.CallContext) -> Resp:
         started = time.monotonic()
-        self.check(request)
+        await self.check(request)
         checked = time.monotonic()
         try:
             reply = await handler(self, request, ctx)
@@ -104,12 +104,12 @@ class AgentService:
         # Off only for benchmarks measuring the policy's cost.
         self.enforce = enforce
 
-    def check(self, request: Message) -> None:
+    async def check(self, request: Message) -> None:
         """Raises PermissionDenied "<RequestName> is blocked by policy[: reason]"."""
         if not self.enforce:
             return
         name = request.DESCRIPTOR.name
-        decision = self.policy.evaluate(name, policyinput.to_input(request))
+        decision = await self.policy.decide(name, policyinput.to_input(request))
         if not decision.allowed:
             message = f"{name} is blocked by policy"
             if decision.reason:
@@ -140,8 +140,9 @@ class AgentService:
     async def SetPolicy(
         self, request: agent_pb2.SetPolicyRequest, ctx: ttrpc.CallContext
     ) -> empty_pb2.Empty:
-        # A policy that does not compile is refused and the old one stays in force.
-        self.policy = Policy(request.policy, "policy.rego")
+        # A policy that does not compile is refused and the old one stays in force. It
+        # is compiled in a child first (a crash must not end the agent), off the loop.
+        self.policy = await asyncio.to_thread(untrusted, request.policy, "policy.rego")
         log.info("policy replaced by SetPolicy")
         return empty_pb2.Empty()
 
