@@ -6,7 +6,9 @@ containerd 1.6 runs, in the task's bundle directory::
     <shim> -namespace NS -address ... -publish-binary ... -id ID -bundle BUNDLE delete
 
 with ``TTRPC_ADDRESS`` (containerd's ttrpc socket, for events) in the environment
-and, for ``start``, the runtime options (a protobuf ``Any``) on stdin.
+and, for ``start``, the runtime options (a protobuf ``Any``) on stdin. containerd 2.3+
+writes its bootstrap parameters there instead (the options among their extensions)
+and gets a ``BootstrapResult`` back (:mod:`shim.bootstrap`).
 
 - ``start`` makes sure the node daemon runs (starting it when it does not),
   registers the task with it, makes sure the node relay (:mod:`agent.relay`) runs and
@@ -32,14 +34,11 @@ import sys
 import time
 from pathlib import Path
 
-from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError
-
 from agent.daemon import settings as daemon_settings
 from api.containerd.task.v2 import shim_pb2
 from api.node import relay_pb2
 from api.node import shim_pb2 as node_pb2
-from shim import wire
+from shim import bootstrap, wire
 
 NODE_SERVICE = node_pb2.DESCRIPTOR.services_by_name["Shim"]
 RELAY_SERVICE = relay_pb2.DESCRIPTOR.services_by_name["Relay"]
@@ -139,30 +138,22 @@ def relay_listen(config: daemon_settings.Settings, namespace: str) -> str:
     return reply.address
 
 
-def read_options(data: bytes) -> any_pb2.Any | None:
-    """The runtime options containerd wrote on stdin (a marshalled Any), if any."""
-    if not data:
-        return None
-    options = any_pb2.Any()
-    try:
-        options.ParseFromString(data)
-    except DecodeError as err:
-        raise ShimError(f"the runtime options on stdin are not a protobuf Any: {err}") from err
-    return options
+def namespace_of(args: argparse.Namespace) -> str:
+    return str(args.namespace or os.environ.get("NAMESPACE", ""))
 
 
-def start(args: argparse.Namespace, options: any_pb2.Any | None) -> str:
+def start(args: argparse.Namespace, given: bootstrap.StartInput) -> str:
     """Register the task with the (possibly just started) daemon; its address."""
     config = daemon_settings.from_env()
-    namespace = args.namespace or os.environ.get("NAMESPACE", "")
+    namespace = namespace_of(args)
     with ensure_daemon(config) as client:
         request = node_pb2.RegisterRequest(
             namespace=namespace,
             id=args.id,
             bundle=str(Path.cwd()),
-            ttrpc_address=os.environ.get("TTRPC_ADDRESS", ""),
-            grpc_address=args.address,
-            options=options,
+            ttrpc_address=given.ttrpc_address or os.environ.get("TTRPC_ADDRESS", ""),
+            grpc_address=given.grpc_address or args.address,
+            options=given.options,
         )
         try:
             client.call(
@@ -247,14 +238,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "start":
             stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
-            address = start(args, read_options(stdin))
-            sys.stdout.write(address)
-            sys.stdout.flush()
+            given = bootstrap.read_start_input(stdin, args.id, namespace_of(args))
+            address = start(args, given)
+            sys.stdout.buffer.write(bootstrap.start_answer(address, given))
+            sys.stdout.buffer.flush()
         else:
             response = delete(args)
             sys.stdout.buffer.write(response.SerializeToString())
             sys.stdout.buffer.flush()
-    except (ShimError, daemon_settings.SettingsError, OSError) as err:
+    except (ShimError, bootstrap.BootstrapError, daemon_settings.SettingsError, OSError) as err:
         print(f"containerd-shim-contrast-cc-v2 {args.action}: {err}", file=sys.stderr)
         return 1
     return 0
