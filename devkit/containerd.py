@@ -1,9 +1,21 @@
-"""A real containerd in a temporary root, and its CRI runtime configuration over gRPC."""
+"""A real containerd in a temporary root, and its CRI runtime configuration over gRPC.
+
+Which containerd: Debian's 1.6 (``containerd`` on ``PATH``) or an upstream 2.x release
+from ``../shared/peers`` (:func:`release`), unpacked by the folder's own ``install.sh``
+into a cache outside the repository (``$CONTRAST_PEERS_CACHE``, default
+``/var/tmp/contrast-peers``). Each release's own ``containerd config default`` is the
+starting config (version 2 for 1.6, 3 for 2.0, 4 for 2.3); :func:`sandboxed_config`
+moves its host-wide paths and sockets into the temporary root, in the place each
+config version keeps them.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -17,8 +29,90 @@ import grpc
 import tomlkit
 
 from api.containerd.cri.runtime.v1 import api_pb2
-from devkit import ownership
+from devkit import command, ownership
 from devkit.errors import DevkitError
+
+REPO = Path(__file__).parents[1]
+PEERS = REPO.parent / "shared" / "peers"
+PEERS_CACHE_ENV = "CONTRAST_PEERS_CACHE"
+DEFAULT_PEERS_CACHE = Path("/var/tmp/contrast-peers")
+DEBIAN = "1.6"
+PEER_VERSIONS = ("2.0.11", "2.3.4")
+VERSIONS = (DEBIAN, *PEER_VERSIONS)
+CONFIG_DEFAULT_TIMEOUT = 60.0
+INSTALL_TIMEOUT = 300.0
+
+
+class ReleaseMissing(DevkitError):
+    """The containerd release asked for is not on this machine (tests skip, or fail in CI)."""
+
+
+@dataclass(frozen=True)
+class ContainerdRelease:
+    """One containerd build: Debian's (``bin_dir`` None: found on ``PATH``) or a peer's."""
+
+    version: str
+    bin_dir: Path | None = None
+
+    @property
+    def containerd(self) -> str:
+        return "containerd" if self.bin_dir is None else str(self.bin_dir / "containerd")
+
+    @property
+    def ctr(self) -> str:
+        return "ctr" if self.bin_dir is None else str(self.bin_dir / "ctr")
+
+    def path(self, base: str) -> str:
+        """``base`` (a ``PATH``) with this release's programs first: containerd 2.x looks
+        up ``containerd-shim-runc-v2`` there."""
+        return base if self.bin_dir is None else f"{self.bin_dir}:{base}"
+
+    def default_config(self) -> str:
+        """``containerd config default`` of this release; raises CommandFailed."""
+        return command.run([self.containerd, "config", "default"], timeout=CONFIG_DEFAULT_TIMEOUT)
+
+
+def peers_cache() -> Path:
+    return Path(os.environ.get(PEERS_CACHE_ENV) or DEFAULT_PEERS_CACHE)
+
+
+def unpacked_peers(peers: Path = PEERS, cache: Path | None = None) -> Path:
+    """The peer programs unpacked (``install.sh`` of ``peers``, checked against its
+    SHA256SUMS) into ``cache``; unpacked once, then reused while SHA256SUMS is the same.
+    Raises ReleaseMissing when ``peers`` is absent, CommandFailed when unpacking fails."""
+    script, sums = peers / "install.sh", peers / "SHA256SUMS"
+    if not script.is_file() or not sums.is_file():
+        raise ReleaseMissing(f"{peers} has no install.sh and SHA256SUMS (the peer programs)")
+    dest = cache or peers_cache()
+    dest.mkdir(parents=True, exist_ok=True)
+    stamp = dest / ".installed"
+    wanted = sums.read_text()
+    with open(dest / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two test sessions must not unpack at once
+        names = [line.split()[1] for line in wanted.splitlines() if line.strip()]
+        done = stamp.exists() and stamp.read_text() == wanted
+        if not done or not all((dest / name).is_file() for name in names):
+            command.run(["sh", str(script), str(dest)], timeout=INSTALL_TIMEOUT)
+            stamp.write_text(wanted)
+    return dest
+
+
+def release(version: str = DEBIAN, peers: Path = PEERS) -> ContainerdRelease:
+    """The containerd ``version`` (one of VERSIONS); raises ReleaseMissing when this
+    machine lacks it, DevkitError for a version we do not know."""
+    if version == DEBIAN:
+        if shutil.which("containerd") is None:
+            raise ReleaseMissing("Debian's containerd 1.6 is not installed (apt: containerd)")
+        return ContainerdRelease(DEBIAN)
+    if version not in PEER_VERSIONS:
+        raise DevkitError(f"unknown containerd version {version!r}; known: {', '.join(VERSIONS)}")
+    bin_dir = unpacked_peers(peers) / f"v{version}" / "bin"
+    if not (bin_dir / "containerd").exists():
+        raise ReleaseMissing(f"{peers}: install.sh made no {bin_dir / 'containerd'}")
+    return ContainerdRelease(version, bin_dir)
+
+
+DEBIAN_RELEASE = ContainerdRelease(DEBIAN)
 
 # Plugins that only probe the host (and log errors) in a temporary root.
 UNNEEDED_PLUGINS = [
@@ -33,6 +127,7 @@ UNNEEDED_PLUGINS = [
 class Containerd:
     socket: Path
     log: Path
+    release: ContainerdRelease = DEBIAN_RELEASE
 
     def cri_status(self, timeout: float = 10.0) -> api_pb2.StatusResponse:
         """CRI ``RuntimeService/Status`` with verbose=true."""
@@ -55,38 +150,87 @@ class Containerd:
         return runtimes
 
 
-def sandboxed_config(patched: str, work: Path) -> str:
-    """The patched config with host-wide paths moved into ``work`` (runtimes untouched)."""
+def unpack_platform() -> str:
+    """containerd's default platform for this machine (``linux/amd64``)."""
+    machine = platform.machine()
+    return "linux/" + {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+def _table(parent: Any, key: str) -> Any:
+    return parent.setdefault(key, tomlkit.table())
+
+
+def sandboxed_config(
+    patched: str,
+    work: Path,
+    *,
+    socket: Path | None = None,
+    release: ContainerdRelease = DEBIAN_RELEASE,
+) -> str:
+    """The patched config with host-wide paths moved into ``work`` (runtimes untouched),
+    for its config version: plugin ``opt`` dir, CNI dirs, no ``imports`` of the host's
+    drop-ins and, given containerd's ``socket``, its ttrpc socket next to it (2.3's
+    default names ``/run/containerd/…``). For a 2.x ``release`` (whatever the config's
+    version, which 2.x migrates) NRI is off (its socket is host-wide) and the transfer
+    service gets unpack platforms for the native and overlayfs snapshotters (without
+    them 2.x refuses to unpack into native: "no unpack platforms defined")."""
     doc = tomlkit.parse(patched)
+    version = doc["version"]
     doc["disabled_plugins"] = UNNEEDED_PLUGINS
+    if "imports" in doc:
+        doc["imports"] = []
     plugins = doc.setdefault("plugins", tomlkit.table(is_super_table=True))
-    if doc["version"] == 2:
-        plugins.setdefault("io.containerd.internal.v1.opt", tomlkit.table())["path"] = str(
-            work / "opt"
-        )
-        cri = plugins.setdefault("io.containerd.grpc.v1.cri", tomlkit.table())
-        cni = cri.setdefault("cni", tomlkit.table())
-        cni["conf_dir"] = str(work / "cni")
+    _table(plugins, "io.containerd.internal.v1.opt")["path"] = str(work / "opt")
+    if version == 2:
+        cni = _table(_table(plugins, "io.containerd.grpc.v1.cri"), "cni")
+    else:
+        cni = _table(_table(plugins, "io.containerd.cri.v1.runtime"), "cni")
+    if version >= 3 or release.version != DEBIAN:
+        _table(plugins, "io.containerd.nri.v1.nri")["disable"] = True
+        transfer = _table(plugins, "io.containerd.transfer.v1.local")
+        if "unpack_config" not in transfer:
+            unpack = tomlkit.aot()
+            for snapshotter in ("native", "overlayfs"):
+                entry = tomlkit.table()
+                entry["platform"] = unpack_platform()
+                entry["snapshotter"] = snapshotter
+                unpack.append(entry)
+            transfer["unpack_config"] = unpack
+    cni["conf_dir"] = str(work / "cni")
+    if "bin_dirs" in cni:  # 2.3: a list; bin_dir is deprecated there
+        cni["bin_dirs"] = [str(work / "cni-bin")]
+        cni["bin_dir"] = ""
+    else:
         cni["bin_dir"] = str(work / "cni-bin")
+    if socket is not None:
+        ttrpc = f"{socket}.ttrpc"
+        if version >= 4:
+            _table(plugins, "io.containerd.server.v1.ttrpc")["address"] = ttrpc
+        else:
+            _table(doc, "ttrpc")["address"] = ttrpc
     return doc.as_string()
 
 
 @contextlib.contextmanager
-def running_containerd(config_text: str, work: Path) -> Iterator[Containerd]:
-    """Start containerd on ``config_text`` in ``work``; stop it (and wait) afterwards."""
+def running_containerd(
+    config_text: str, work: Path, release: ContainerdRelease = DEBIAN_RELEASE
+) -> Iterator[Containerd]:
+    """Start containerd (``release``) on ``config_text`` in ``work``; stop it (and wait)
+    afterwards. Its programs come first on the ``PATH`` it gets (and passes on)."""
     work.mkdir(parents=True, exist_ok=True)
-    config = work / "containerd.toml"
-    config.write_text(sandboxed_config(config_text, work))
     # Unix socket paths are limited to 108 bytes and containerd adds ".ttrpc": keep the
     # sockets in a short directory of their own rather than under pytest's tmp_path.
     sockets = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
     socket = sockets / "c.sock"
+    config = work / "containerd.toml"
+    config.write_text(sandboxed_config(config_text, work, socket=socket, release=release))
     log = work / "containerd.log"
     ownership.claim()  # containerd, its shims and their daemon carry the owner marker
+    env = {**os.environ, "PATH": release.path(os.environ.get("PATH", "/usr/bin:/bin"))}
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
             [
-                "containerd",
+                release.containerd,
                 "--config",
                 str(config),
                 "--root",
@@ -99,9 +243,10 @@ def running_containerd(config_text: str, work: Path) -> Iterator[Containerd]:
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     try:
-        daemon = Containerd(socket, log)
+        daemon = Containerd(socket, log, release)
         _wait_for_cri(daemon, proc)
         yield daemon
     finally:

@@ -1,5 +1,8 @@
-"""A CRI node: containerd 1.6's CRI in a temporary root, ready to run pods the way a
-kubelet does, with our runtime handler and runc side by side.
+"""A CRI node: containerd's CRI in a temporary root, ready to run pods the way a
+kubelet does, with our runtime handler and runc side by side. containerd is Debian's
+1.6 or, with ``containerd="2.0.11"`` / ``"2.3.4"``, an upstream 2.x release from
+``../shared/peers`` (``devkit.containerd``), each on its own ``containerd config
+default`` (config version 2, 3, 4) with our handler entered by the installer's code.
 
 :func:`cri_node` brings up, in order (and tears down in reverse, whatever failed):
 
@@ -38,7 +41,14 @@ import tomlkit
 from api.containerd.cri.runtime.v1 import api_pb2
 from devkit import ocibuild as ob
 from devkit.busybox import busybox_image
-from devkit.containerd import Containerd, sandboxed_config
+from devkit.containerd import (
+    DEBIAN,
+    DEBIAN_RELEASE,
+    Containerd,
+    ContainerdRelease,
+    sandboxed_config,
+)
+from devkit.containerd import release as containerd_release
 from devkit.cri import Cri, PodSpec
 from devkit.errors import DevkitError
 from devkit.forward import Forward
@@ -82,22 +92,39 @@ def containerd_config_with_handler(
     base: str | None = None,
 ) -> str:
     """containerd's config with our handler entered by the installer's own code (which
-    writes ``runc`` next to it), ``sandbox_image`` as the pause image, the native
-    snapshotter (works in /tmp), restricted oom_score_adj and, when given, the
-    registry hosts directory. ``base``: a config that names ``handler`` already (what
-    the installer wrote), taken instead of entering the handler here."""
+    writes ``runc`` next to it when the config names no runtime), ``sandbox_image`` as
+    the pause image, the native snapshotter (works in /tmp), restricted oom_score_adj
+    and, when given, the registry hosts directory, each where the config's version
+    keeps it (2: the ``grpc.v1.cri`` plugin; 3 and 4: ``cri.v1.images`` and
+    ``cri.v1.runtime``, hosts also for the transfer service, which pulls for 2.x's CRI).
+    ``base``: the starting config (a release's ``containerd config default``, or what the
+    installer wrote), ``version = 2`` when None; a ``handler`` it names already is kept."""
     doc = containerd_config.parse(base or "version = 2\n", "devkit")
-    if base is None:
+    version = containerd_config.read_version(doc, "devkit")
+    if containerd_config.get_runtime(doc, version, handler, "devkit") is None:
         entry = containerd_config.RuntimeEntry(handler, str(shim), str(config_path))
-        containerd_config.set_runtime(doc, 2, entry, "devkit")
-    cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
-    cri["sandbox_image"] = sandbox_image
-    cri["containerd"]["snapshotter"] = "native"
+        containerd_config.set_runtime(doc, version, entry, "devkit")
+    plugins = doc["plugins"]
+    if version == 2:
+        cri = plugins["io.containerd.grpc.v1.cri"]
+        cri["sandbox_image"] = sandbox_image
+        cri["containerd"]["snapshotter"] = "native"
+        runtime, registry_parent = cri, cri
+    else:
+        images = plugins.setdefault("io.containerd.cri.v1.images", tomlkit.table())
+        images["snapshotter"] = "native"
+        images.setdefault("pinned_images", tomlkit.table())["sandbox"] = sandbox_image
+        runtime, registry_parent = plugins["io.containerd.cri.v1.runtime"], images
     # No lowering of oom_score_adj below containerd's own (not permitted everywhere;
     # runc then fails with "can't get final child's PID from pipe").
-    cri["restrict_oom_score_adj"] = True
+    runtime["restrict_oom_score_adj"] = True
     if registry_hosts is not None:
-        cri["registry"] = {"config_path": str(registry_hosts)}
+        registry_parent.setdefault("registry", tomlkit.table())["config_path"] = str(
+            registry_hosts
+        )
+        if version != 2:
+            transfer = plugins.setdefault("io.containerd.transfer.v1.local", tomlkit.table())
+            transfer["config_path"] = str(registry_hosts)
     return tomlkit.dumps(doc)
 
 
@@ -153,16 +180,22 @@ def pause_image() -> ob.Image:
 
 @contextlib.contextmanager
 def containerd_in(
-    netns: str, config_text: str, work: Path, env: dict[str, str]
+    netns: str,
+    config_text: str,
+    work: Path,
+    env: dict[str, str],
+    release: ContainerdRelease = DEBIAN_RELEASE,
 ) -> Iterator[Containerd]:
-    """containerd on ``config_text`` inside ``netns`` with ``env`` (which it passes on
-    to the shims); stopped (and waited for) afterwards."""
+    """containerd (``release``) on ``config_text`` inside ``netns`` with ``env`` (which
+    it passes on to the shims; the release's programs first on its ``PATH``); stopped
+    (and waited for) afterwards."""
     work.mkdir(parents=True, exist_ok=True)
-    config = work / "containerd.toml"
-    config.write_text(sandboxed_config(config_text, work))
     socket = work / "c.sock"  # work is short (node root): containerd adds ".ttrpc"
+    config = work / "containerd.toml"
+    config.write_text(sandboxed_config(config_text, work, socket=socket, release=release))
     log = work / "containerd.log"
-    argv = ["containerd", "--config", str(config), "--root", str(work / "root"),
+    env = {**env, "PATH": release.path(env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))}
+    argv = [release.containerd, "--config", str(config), "--root", str(work / "root"),
             "--state", str(work / "state"), "--address", str(socket)]  # fmt: skip
     # nsenter, not ``ip netns exec``: that remounts /sys for the netns, hiding the
     # cgroup mounts runc needs.
@@ -173,7 +206,7 @@ def containerd_in(
             env=env,
         )  # fmt: skip
     try:
-        daemon = Containerd(socket, log)
+        daemon = Containerd(socket, log, release)
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
@@ -212,6 +245,11 @@ class CriNode:
     handler: str = HANDLER
     runc_handler: str = RUNC
     registry_host: str = REGISTRY_HOST
+
+    @property
+    def release(self) -> ContainerdRelease:
+        """Which containerd runs (its ``version``, its ``ctr``)."""
+        return self.containerd.release
 
     @property
     def image(self) -> str:
@@ -285,11 +323,17 @@ def cri_node(
     *,
     base_config: str | None = None,
     handler: str = HANDLER,
+    containerd: str | ContainerdRelease = DEBIAN,
 ) -> Iterator[CriNode]:
     """A CRI node for ``image`` under ``parent`` (see the module docstring). Raises
-    DevkitError (or CommandFailed) naming what did not come up. ``base_config``: a
-    containerd config naming ``handler`` already (the installer's, as the demo has it);
-    its runtime config is used then, not ``CriNode.runtime_config``."""
+    DevkitError (or CommandFailed) naming what did not come up; ReleaseMissing when
+    ``containerd`` (a version of ``devkit.containerd.VERSIONS``, or a release) is not
+    on this machine. The node's config starts from ``base_config``, else from the
+    release's own ``containerd config default``. ``base_config``: a containerd config
+    naming ``handler`` already (the installer's, as the demo has it); its runtime config
+    is used then, not ``CriNode.runtime_config``."""
+    chosen = containerd_release(containerd) if isinstance(containerd, str) else containerd
+    base = base_config if base_config is not None else chosen.default_config()
     with ExitStack() as stack:
         node = stack.enter_context(node_env("pod-vm", parent=parent))
         topo = stack.enter_context(pod_topology())
@@ -308,13 +352,13 @@ def cri_node(
         hosts = write_registry_hosts(work / "certs.d", REGISTRY_HOST)
         text = containerd_config_with_handler(
             runtime_config, sandbox_image=PAUSE, registry_hosts=hosts, handler=handler,
-            base=base_config,
+            base=base,
         )  # fmt: skip
         env = {**os.environ, **{k: v for k, v in node.env.items() if k != "TTRPC_ADDRESS"}}
-        containerd = stack.enter_context(containerd_in(topo.node, text, work, env))
-        cri = Cri(containerd.socket)
+        daemon = stack.enter_context(containerd_in(topo.node, text, work, env, chosen))
+        cri = Cri(daemon.socket)
         stack.callback(_remove_pods, cri)
         cri.pull_image(PAUSE)
         yield CriNode(
-            cri, containerd, node, topo, registry, env, runtime_config, digest, handler=handler
+            cri, daemon, node, topo, registry, env, runtime_config, digest, handler=handler
         )
