@@ -75,7 +75,9 @@ def adapt(spec: oci_pb2.Spec, ctx: GuestContext) -> Adapted:
     namespaces = _namespaces(linux.Namespaces, ctx, notes)
     joins_uts = any(ns["type"] == "uts" and "path" in ns for ns in namespaces)
     config: dict[str, Any] = {
-        "ociVersion": spec.Version or OCI_VERSION,
+        # The schema this adaptation writes (and the guest's crun 1.8 knows), not the
+        # host's: containerd 2.3 sends 1.3.0, which crun refuses ("unknown version").
+        "ociVersion": OCI_VERSION,
         "process": process(spec.Process),
         "root": {"path": "rootfs", "readonly": spec.Root.Readonly},
         "mounts": _mounts(spec.Mounts, ctx, notes),
