@@ -34,3 +34,8 @@ class VerityError(BootError):
 
 class VMExitedError(VMError):
     """The operation needs a running VM but QEMU has exited."""
+
+
+class HotplugError(VMError):
+    """A host device cannot be attached to (or detached from) a running VM: not a block
+    device, missing, or QEMU refused; the message names the device."""

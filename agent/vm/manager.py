@@ -159,9 +159,11 @@ class VM:
         if self.exited.done():
             raise VMExitedError(f"{self.config.name}: QEMU {self.exited.result().reason}")
 
-    async def hotplug_disk(self, disk: Disk) -> None:
+    async def hotplug_disk(self, disk: Disk, blockdev: dict[str, object] | None = None) -> None:
         """Attach ``disk`` as a virtio-blk device on a free PCIe root port.
 
+        ``blockdev`` replaces the blockdev-add argument made from ``disk`` (a host
+        block device's, see :mod:`agent.vm.hotplug`); its node-name must be disk.id.
         Raises QemuError when no slot is free or QEMU refuses (nothing is left half
         attached: a failed device_add removes the block node again).
         """
@@ -171,7 +173,10 @@ class VM:
         slot = next((i for i, used in self._slots.items() if used is None), None)
         if slot is None:
             raise QemuError(f"{self.config.name}: no free hotplug slot for disk {disk.id}")
-        await self.monitor.execute("blockdev-add", blockdev_json(disk))
+        node = blockdev if blockdev is not None else blockdev_json(disk)
+        if node.get("node-name") != disk.id:
+            raise QemuError(f"{self.config.name}: block node for disk {disk.id} is misnamed")
+        await self.monitor.execute("blockdev-add", node)
         try:
             await self.monitor.execute("device_add", device_json(disk, bus=hotplug_port(slot)))
         except QemuError:

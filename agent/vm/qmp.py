@@ -51,6 +51,16 @@ class Monitor:
         reply = await self.execute("query-status")
         return str(reply["status"])
 
+    async def block_nodes(self) -> list[str]:
+        """Node names of every block node (query-named-block-nodes)."""
+        reply = await self.execute("query-named-block-nodes")
+        return [str(node["node-name"]) for node in reply]
+
+    async def peripherals(self) -> list[str]:
+        """Ids of the devices added with an id (-device or device_add)."""
+        reply = await self.execute("qom-list", {"path": "/machine/peripheral"})
+        return [str(entry["name"]) for entry in reply if str(entry["type"]).startswith("child<")]
+
     def listen_device_deleted(self, device_id: str) -> EventListener:
         """A listener for DEVICE_DELETED of ``device_id``; register before device_del."""
 

@@ -21,6 +21,8 @@ from guest.agent import channel
 from guest.agent.children import Reaper, become_subreaper
 from guest.agent.server import AgentConfig, DeferredAgentService, build_agent, build_server
 from guest.init import READY_LINE, power
+from guest.securemount.service import SERVICE as SECURE_MOUNT
+from guest.securemount.service import PolicyCheckedSecureMount
 
 if TYPE_CHECKING:
     from guest.agent.service import AgentService
@@ -70,6 +72,9 @@ async def run(args: argparse.Namespace, before_policy: Callable[[], object] | No
 
     deferred = DeferredAgentService()
     server = build_server(deferred)
+    # The image store on the pod's encrypted disk (guest.securemount), policy-checked.
+    store_root = config.image_store or config.run_dir / "images"
+    server.register(SECURE_MOUNT, PolicyCheckedSecureMount(deferred, store_root))
     if args.listen is not None:
         await server.serve_unix(str(args.listen))
         building = deferred.start(build)

@@ -2,7 +2,8 @@
 
 They travel in ``AgentDetails.extra_features`` as ``key=value`` strings (the Kata
 message has no field for them): the root mount and its device-mapper identity, which
-proves the root is the dm-verity device, and the virtio block devices the guest sees.
+proves the root is the dm-verity device, and the virtio block devices the guest sees
+(serial, size and device number).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class BlockDevice:
     name: str
     serial: str
     size_bytes: int
+    dev: str = ""  # major:minor, what SecureMount's deviceId names
 
 
 @dataclass(frozen=True)
@@ -65,11 +67,8 @@ def block_devices(sys: Path = Path("/sys")) -> list[BlockDevice]:
     devices = []
     for entry in sorted((sys / "block").glob("vd*")):
         sectors = _read(entry / "size")
-        devices.append(
-            BlockDevice(
-                entry.name, _read(entry / "serial"), int(sectors) * 512 if sectors.isdigit() else 0
-            )
-        )
+        size = int(sectors) * 512 if sectors.isdigit() else 0
+        devices.append(BlockDevice(entry.name, _read(entry / "serial"), size, _read(entry / "dev")))
     return devices
 
 
@@ -87,4 +86,6 @@ def as_features(root: RootMount | None, devices: list[BlockDevice]) -> list[str]
         ]
     for dev in devices:
         features.append(f"block.{dev.name}=serial:{dev.serial},bytes:{dev.size_bytes}")
+        if dev.dev:
+            features.append(f"block.{dev.name}.dev={dev.dev}")
     return features

@@ -31,6 +31,9 @@ ROOT_MODULES = (
     "dm_verity",
     "dm_crypt",
     "dm_integrity",
+    # The secure image store's authenc(hmac(sha256),xts(aes)) (hmac, sha256, aes built in).
+    "xts",
+    "authenc",
     "erofs",
     "overlay",
     "ext4",

@@ -21,6 +21,7 @@ PACKAGES = (
     "python3",
     "crun",
     "cryptsetup-bin",
+    "e2fsprogs",  # mkfs.ext4 for the secure image store (guest.securemount)
     "kmod",
     "iproute2",
     "mount",
