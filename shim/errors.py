@@ -11,7 +11,9 @@ and CRI's ``ToGRPC`` answers StartContainer with the same code and the whole cha
 so the kubelet sees the reference and why. INTERNAL (our default) becomes errdefs'
 "unknown", which CRI passes on as UNKNOWN; NOT_FOUND would keep the message too, but
 containerd and CRI read NotFound as "the task/container is gone" (their cleanup
-paths ignore it), which a missing image record is not.
+paths ignore it), which a missing image record is not. A mount the pod-VM cannot
+provide (VolumeError: refused, over the size cap, a copy the policy refused) is
+FAILED_PRECONDITION for the same reason: CRI's StartContainer error names the mount.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from agent.sandbox.errors import (
     UnsupportedPodError,
 )
 from agent.stdio.fifo import FifoError
+from agent.volumes.errors import VolumeError
 from ttrpc import FailedPrecondition, Internal, InvalidArgument, NotFound, StatusError, status_error
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,7 @@ def to_status(err: Exception) -> StatusError:
     """The ttrpc status for an error of the sandbox layer."""
     if isinstance(err, UnknownTaskError):
         return NotFound(str(err))
-    if isinstance(err, TaskStateError | ImageRefError):
+    if isinstance(err, TaskStateError | ImageRefError | VolumeError):
         return FailedPrecondition(str(err))
     if isinstance(err, RuntimeConfigError | AnnotationError | UnsupportedPodError):
         return InvalidArgument(str(err))

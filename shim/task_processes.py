@@ -111,6 +111,9 @@ class TaskProcesses:
                 container_id,
                 DRAIN_SECONDS,
             )
+        if not exec_id and (exited := getattr(pod.sandbox, "container_exited", None)):
+            # Before the exit is reported: the kubelet reads the termination message then.
+            await exited(container_id)
         await self._exited(pod, container_id, exec_id, status)
 
     async def _exited(self, pod: Pod, container_id: str, exec_id: str, status: int) -> None:

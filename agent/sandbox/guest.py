@@ -21,12 +21,16 @@ from agent.sandbox.backend import ContainerSpec, Stream
 from agent.sandbox.errors import BackendError, GuestAgentError
 from agent.sandbox.state import VmRecord
 from agent.transport.client import AgentClient
+from agent.volumes.pod import PodVolumes
+from api.guest import termination_pb2
 from api.kata import agent_pb2
-from ttrpc import StatusError, TtrpcError
+from ttrpc import ServiceStub, StatusError, TtrpcError
 
 log = logging.getLogger(__name__)
 
 IMAGE_ANNOTATION = "io.kubernetes.cri.image-name"
+CONTAINER_TYPE_ANNOTATION = "io.kubernetes.cri.container-type"
+TERMINATION_SERVICE = termination_pb2.DESCRIPTOR.services_by_name["TerminationMessage"]
 # Where the guest mounts a container's rootfs (the Kata agent's convention).
 GUEST_ROOTFS = "/run/kata-containers/{id}/rootfs"
 # The image puller's storage driver: the guest pulls the image, the host sends no rootfs.
@@ -51,17 +55,28 @@ class GuestSandbox:
         self._record = record
         self.call_timeout = call_timeout
         self._on_close = on_close
+        # The pod's volumes (agent.volumes): copied in, kept current, termination message.
+        self.volumes = PodVolumes(self)
+        self._termination = ServiceStub(agent.client, TERMINATION_SERVICE)
 
     @property
     def record(self) -> VmRecord:
         return self._record
 
-    async def _call(self, rpc: str, request: Message, *, timeout: float | None = -1.0) -> Any:
-        """One AgentService call; ttrpc failures become GuestAgentError/BackendError."""
+    async def _call(
+        self,
+        rpc: str,
+        request: Message,
+        *,
+        timeout: float | None = -1.0,
+        stub: ServiceStub | None = None,
+    ) -> Any:
+        """One AgentService call (or of ``stub``'s service); ttrpc failures become
+        GuestAgentError/BackendError."""
         limit = self.call_timeout if timeout == -1.0 else timeout
         started = time.monotonic()
         try:
-            reply = await getattr(self.agent.agent, rpc)(request, timeout=limit)
+            reply = await getattr(stub or self.agent.agent, rpc)(request, timeout=limit)
         except StatusError as err:
             raise GuestAgentError(rpc, int(err.code), err.message) from err
         except (TtrpcError, OSError, TimeoutError) as err:
@@ -85,7 +100,12 @@ class GuestSandbox:
         await self._call("DestroySandbox", agent_pb2.DestroySandboxRequest())
 
     async def create_container(self, spec: ContainerSpec) -> None:
-        message = oci.spec(spec.oci)
+        """Its volumes first (copied in, or VolumeError naming the mount), then
+        AgentService/CreateContainer: the image's storage first, the emptyDirs after."""
+        is_pause = spec.annotations.get(CONTAINER_TYPE_ANNOTATION) == "sandbox"
+        mounts = list(spec.oci.get("mounts") or [])
+        prepared = await self.volumes.prepare(spec.id, mounts, sandbox=is_pause)
+        message = oci.spec({**spec.oci, "mounts": prepared.mounts})
         request = agent_pb2.CreateContainerRequest(container_id=spec.id, OCI=message)
         image = spec.annotations.get(IMAGE_ANNOTATION)
         if image:
@@ -94,8 +114,32 @@ class GuestSandbox:
                 driver=IMAGE_GUEST_PULL, source=image, fstype="overlay", mount_point=mount_point
             )
             request.OCI.Root.Path = mount_point
+        request.storages.extend(prepared.storages)
         request.sandbox_pidns = True
-        await self._call("CreateContainer", request)
+        try:
+            await self._call("CreateContainer", request)
+        except BaseException:
+            self.volumes.forget(spec.id)
+            raise
+
+    async def copy_file(self, request: agent_pb2.CopyFileRequest) -> None:
+        """AgentService/CopyFile (agent.volumes); raises GuestAgentError, BackendError."""
+        await self._call("CopyFile", request)
+
+    async def termination_message(self, container_id: str) -> bytes:
+        """contrast.guest.v1.TerminationMessage/ReadContainerTerminationMessage."""
+        request = termination_pb2.ReadContainerTerminationMessageRequest(
+            container_id=container_id
+        )
+        reply = await self._call(
+            "ReadContainerTerminationMessage", request, stub=self._termination
+        )
+        return bytes(reply.message)
+
+    async def container_exited(self, container_id: str) -> None:
+        """After a container's init exited, before its exit is reported: its
+        termination message back to the kubelet's file (failures logged)."""
+        await self.volumes.container_exited(container_id)
 
     async def start_container(self, container_id: str) -> None:
         await self._call(
@@ -149,6 +193,7 @@ class GuestSandbox:
         await self._call("TtyWinResize", request)
 
     async def remove_container(self, container_id: str) -> None:
+        self.volumes.forget(container_id)
         request = agent_pb2.RemoveContainerRequest(container_id=container_id, timeout=10)
         await self._call("RemoveContainer", request)
 
@@ -188,6 +233,7 @@ class GuestSandbox:
 
     async def close(self) -> None:
         """Drop the connection to the guest agent (the sandbox itself keeps running)."""
+        await self.volumes.close()
         await self.agent.close()
         if self._on_close is not None:
             await self._on_close()

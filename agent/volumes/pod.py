@@ -1,0 +1,334 @@
+"""One pod's volumes in its pod-VM: what each container's bind mounts become.
+
+:meth:`PodVolumes.prepare` turns a container's mounts (config.json) into guest mounts
+and storages before its CreateContainer, copying with CopyFile (each call checked by
+the pod's policy) into Kata's layout ``/run/kata-containers/shared/containers/
+<container id>-<16 hex>-<name>`` (genpolicy's ``$(sfprefix)``):
+
+- configMap, secret, projected, downwardAPI: the volume directory in the kubelet's
+  atomic-writer layout (a timestamped directory, ``..data`` -> it, the visible names
+  -> ``..data/<name>``); the container bind-mounts the directory, so its reads resolve
+  ``..data`` at read time. A poller (every ``poll_seconds``) reads each such volume's
+  ``..data`` link on the host; when the kubelet has swapped it, the new directory is
+  copied completely, then ``..data`` (the guest renames it into place and removes the
+  old directory), then any new visible names: a reader through ``..data`` sees the old
+  or the new set, never a mix. Names the kubelet removed stay as dangling links.
+- emptyDir: a ``local`` storage (disk medium) or an ``ephemeral`` tmpfs with the host
+  tmpfs's size (``medium: Memory``: the kubelet mounts a tmpfs there), shared by the
+  pod's containers under the same name;
+- etc-hosts, a subPath of an atomic-writer volume, a read-only hostPath: copied once;
+- the termination-log file: copied in (empty) and, after the container exited, read
+  back (:meth:`container_exited`) into the kubelet's host file;
+- containerd's /etc/hostname, /etc/hosts, /etc/resolv.conf and /dev/shm: left to the
+  guest (its own files from CreateSandbox, a tmpfs);
+- anything else: VolumeError naming the mount (a writable hostPath, other volume
+  plugins, a volume over the size cap, a copy the policy refused, with its reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import stat
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from agent.sandbox.errors import SandboxError
+from agent.volumes import layout, tree
+from agent.volumes.errors import VolumeError
+from agent.volumes.layout import Classified, Kind
+from api.kata import agent_pb2
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+GUEST_VOLUMES = PurePosixPath("/run/kata-containers/sandbox")
+KEPT_CURRENT = frozenset({Kind.CONFIG_MAP, Kind.SECRET, Kind.PROJECTED, Kind.DOWNWARD_API})
+COPIED_ONCE = frozenset({Kind.SUB_PATH, Kind.ETC_HOSTS, Kind.TERMINATION_LOG, Kind.HOST_PATH})
+LEFT_TO_GUEST = frozenset({Kind.POD_FILE, Kind.SHM})
+_LEAF = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class Guest(Protocol):
+    """What the volumes need of the guest agent."""
+
+    async def copy_file(self, request: agent_pb2.CopyFileRequest) -> None:
+        """AgentService/CopyFile; raises GuestAgentError (a policy refusal) or BackendError."""
+        ...
+
+    async def termination_message(self, container_id: str) -> bytes:
+        """The container's termination message; raises SandboxError."""
+        ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A container's mounts for the guest and the storages its CreateContainer carries."""
+
+    mounts: list[dict[str, Any]]
+    storages: list[agent_pb2.Storage]
+
+
+@dataclass
+class Atomic:
+    """An atomic-writer volume copied for one container and kept current."""
+
+    container_id: str
+    mount: Classified
+    guest: PurePosixPath
+    version: str = ""
+    visible: set[str] = field(default_factory=set)
+
+
+def guest_path(container_id: str, mount: Classified) -> PurePosixPath:
+    """Where a container's copy of ``mount`` lives in the guest (Kata's naming)."""
+    digest = hashlib.sha256(f"{container_id}\0{mount.destination}".encode()).hexdigest()[:16]
+    leaf = mount.name or mount.source.name or "hostpath"
+    return tree.SHARED_DIR / f"{container_id}-{digest}-{_LEAF.sub('_', leaf)}"
+
+
+def tmpfs_size(path: Path, mountinfo: str | None = None) -> int | None:
+    """The size in bytes of the tmpfs mounted at ``path``, None when none is."""
+    if mountinfo is None:
+        mountinfo = Path("/proc/self/mountinfo").read_text()
+    where = os.path.realpath(path)
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        fstype = fields[fields.index("-") + 1]
+        if point == where and fstype == "tmpfs":
+            info = os.statvfs(path)
+            return info.f_blocks * info.f_frsize
+    return None
+
+
+class PodVolumes:
+    """The volumes of one pod's containers, provided through ``guest``."""
+
+    def __init__(
+        self,
+        guest: Guest,
+        root: Path | None = None,
+        *,
+        poll_seconds: float = POLL_SECONDS,
+        cap: int = tree.MAX_VOLUME_BYTES,
+    ) -> None:
+        self.guest = guest
+        self.root = root
+        self.poll_seconds = poll_seconds
+        self.cap = cap
+        self._atomic: dict[str, list[Atomic]] = {}
+        self._termination: dict[str, list[Path]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._update = asyncio.Lock()
+
+    def _root(self) -> Path:
+        if self.root is None:
+            self.root = layout.kubelet_root()
+        return self.root
+
+    async def prepare(
+        self, container_id: str, mounts: Sequence[Mapping[str, Any]], *, sandbox: bool = False
+    ) -> Prepared:
+        """The guest's mounts and storages for a container, its volumes copied in.
+
+        ``sandbox``: the pod's own (pause) container, whose program is the guest's; its
+        binds other than the pod files and /dev/shm are not used (logged). Raises
+        VolumeError naming the mount; what was copied before stays until the container
+        is removed in the guest."""
+        out: list[dict[str, Any]] = []
+        storages: dict[str, agent_pb2.Storage] = {}
+        atomics: list[Atomic] = []
+        logs: list[Path] = []
+        for mount in mounts:
+            if not layout.is_bind(mount):
+                out.append(dict(mount))
+                continue
+            if sandbox:
+                if mount.get("destination") in (*layout.POD_FILES, "/dev/shm"):
+                    out.append(dict(mount))
+                else:
+                    log.info("sandbox container %s: mount %s not used by the guest's pause",
+                             container_id, mount.get("destination"))  # fmt: skip
+                continue
+            classified = layout.classify(mount, self._root())
+            out.append(await self._provide(container_id, mount, classified, storages, atomics))
+            if classified.kind is Kind.TERMINATION_LOG:
+                logs.append(classified.source)
+        if atomics:
+            self._atomic.setdefault(container_id, []).extend(atomics)
+            self._start_watching()
+        if logs:
+            self._termination[container_id] = logs
+        return Prepared(out, list(storages.values()))
+
+    async def _provide(
+        self,
+        cid: str,
+        mount: Mapping[str, Any],
+        c: Classified,
+        storages: dict[str, agent_pb2.Storage],
+        atomics: list[Atomic],
+    ) -> dict[str, Any]:
+        rewritten = {**mount, "type": "bind"}
+        if c.kind in LEFT_TO_GUEST:
+            return dict(mount)
+        if c.kind is Kind.EMPTY_DIR:
+            storage = self._empty_dir(c)
+            storages[storage.mount_point] = storage
+            return {**rewritten, "source": storage.mount_point}
+        if c.kind is Kind.HOST_PATH and not c.readonly:
+            raise VolumeError(
+                f"container {cid}: {c.describe()}: a writable hostPath cannot be provided "
+                "in the pod-VM (writes would never reach the host); a readOnly one is "
+                "copied in once"
+            )
+        guest = guest_path(cid, c)
+        try:
+            if c.kind in KEPT_CURRENT:
+                atomics.append(await self._copy_atomic(Atomic(cid, c, guest)))
+            else:
+                for request in tree.requests(tree.read_tree(c.source, c.describe(), self.cap),
+                                             guest):  # fmt: skip
+                    await self.guest.copy_file(request)
+        except VolumeError as err:
+            raise VolumeError(f"container {cid}: {err}") from err
+        except SandboxError as err:
+            raise VolumeError(f"container {cid}: {c.describe()}: {err}") from err
+        except OSError as err:
+            raise VolumeError(f"container {cid}: {c.describe()}: cannot be read: {err}") from err
+        log.info("container %s: %s copied to %s", cid, c.describe(), guest)
+        return {**rewritten, "source": str(guest)}
+
+    def _empty_dir(self, c: Classified) -> agent_pb2.Storage:
+        name = _LEAF.sub("_", c.name)
+        size = tmpfs_size(c.source)
+        if size is None:
+            return agent_pb2.Storage(
+                driver="local", source="local", fstype="local", options=["mode=0777"],
+                mount_point=str(GUEST_VOLUMES / "local" / name),
+            )  # fmt: skip
+        return agent_pb2.Storage(
+            driver="ephemeral", source="tmpfs", fstype="tmpfs",
+            options=[f"size={size}", "mode=0777"],
+            mount_point=str(GUEST_VOLUMES / "ephemeral" / name),
+        )  # fmt: skip
+
+    async def _copy_atomic(self, atomic: Atomic) -> Atomic:
+        c = atomic.mount
+        info = c.source.lstat()
+        if not stat.S_ISDIR(info.st_mode):
+            raise VolumeError(f"{c.describe()}: not a directory")
+        root = tree.Entry("", info.st_mode, info.st_uid, info.st_gid)
+        for request in tree.requests([root], atomic.guest):
+            await self.guest.copy_file(request)
+        await self._copy_version(atomic, self._data_version(c))
+        return atomic
+
+    @staticmethod
+    def _data_version(c: Classified) -> str:
+        try:
+            version = str((c.source / "..data").readlink())
+        except OSError as err:
+            raise VolumeError(
+                f"{c.describe()}: not in the kubelet's atomic-writer layout (..data: {err})"
+            ) from err
+        if "/" in version or not version.startswith("..") or version in ("..", "..data"):
+            raise VolumeError(f"{c.describe()}: ..data points at {version!r}")
+        return version
+
+    async def _copy_version(self, atomic: Atomic, version: str) -> None:
+        """Copy ``version`` completely, then swap ``..data``, then add new visible names."""
+        c = atomic.mount
+        entries = tree.read_tree(c.source / version, c.describe(), self.cap)
+        for request in tree.requests(entries, atomic.guest / version):
+            await self.guest.copy_file(request)
+        await self.guest.copy_file(tree.symlink(atomic.guest / "..data", version))
+        atomic.version = version
+        for name in sorted(p.name for p in c.source.iterdir()):
+            if name.startswith("..") or name in atomic.visible:
+                continue
+            target = str((c.source / name).readlink()) if (c.source / name).is_symlink() else ""
+            if target != f"..data/{name}":
+                log.warning("%s: %s is not a link into ..data, not copied", c.describe(), name)
+                continue
+            await self.guest.copy_file(tree.symlink(atomic.guest / name, target))
+            atomic.visible.add(name)
+
+    # -- kept current -------------------------------------------------------------
+
+    def _start_watching(self) -> None:
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            await self.refresh()
+
+    async def refresh(self) -> int:
+        """Copy every volume whose ``..data`` the kubelet swapped since the last copy;
+        how many were updated. Failures are logged and tried again at the next poll."""
+        updated = 0
+        async with self._update:
+            for atomic in [a for group in self._atomic.values() for a in group]:
+                try:
+                    version = self._data_version(atomic.mount)
+                except VolumeError:
+                    continue  # the kubelet is tearing the volume down
+                if version == atomic.version:
+                    continue
+                try:
+                    await self._copy_version(atomic, version)
+                except (VolumeError, SandboxError, OSError) as err:
+                    what = atomic.mount.describe()
+                    log.warning("container %s: %s: update to %s failed: %s",
+                                atomic.container_id, what, version, err)  # fmt: skip
+                    continue
+                updated += 1
+                log.info("container %s: %s updated to %s", atomic.container_id,
+                         atomic.mount.describe(), version)  # fmt: skip
+        return updated
+
+    # -- exit and removal -----------------------------------------------------------
+
+    async def container_exited(self, container_id: str) -> None:
+        """Write the container's termination message into the kubelet's file(s). A
+        failure (the policy refuses, the guest lost the file) is logged: the exit
+        itself is reported either way."""
+        for host in self._termination.pop(container_id, []):
+            try:
+                data = await self.guest.termination_message(container_id)
+                fd = os.open(host, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    os.write(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except (SandboxError, OSError) as err:
+                log.warning("container %s: termination message not copied to %s: %s",
+                            container_id, host, err)  # fmt: skip
+                continue
+            log.info("container %s: termination message (%d bytes) copied to %s",
+                     container_id, len(data), host)  # fmt: skip
+
+    def forget(self, container_id: str) -> None:
+        """Stop keeping the container's volumes current (it is removed)."""
+        self._atomic.pop(container_id, None)
+        self._termination.pop(container_id, None)
+
+    async def close(self) -> None:
+        """Stop the poller."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
