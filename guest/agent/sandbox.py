@@ -215,6 +215,7 @@ class Sandbox:
                 adapted.config["process"]["terminal"] = False
             for note in adapted.notes:
                 log.info("container %s: %s", cid, note)
+            specs.apply_pod_sysctls(adapted.pod_sysctls)
             container = await self.containers.create(cid, bundle, adapted.config, release)
         except BaseException:
             if release is not None:

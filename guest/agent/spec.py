@@ -23,6 +23,7 @@ as Kata's agent does, with these rules (each dropped item is reported in ``notes
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,8 @@ from api.kata import oci_linux_pb2, oci_pb2, oci_process_pb2
 from guest.agent.errors import InvalidRequest
 
 OCI_VERSION = "1.0.2"
+PROC_SYS = Path("/proc/sys")
+_SYSCTL_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_-]+)+")
 CGROUP_PARENT = "/contrast"
 KERNEL_FILESYSTEMS = frozenset({"proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2"})
 SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
@@ -64,6 +67,9 @@ class GuestContext:
 class Adapted:
     config: dict[str, Any]
     notes: tuple[str, ...]  # what was dropped or replaced, for the log
+    # net.* sysctls: the pod's network namespace is the guest's own (containers get none
+    # of their own, and crun refuses net.* without one), so the guest sets them there.
+    pod_sysctls: tuple[tuple[str, str], ...] = ()
 
 
 def adapt(spec: oci_pb2.Spec, ctx: GuestContext) -> Adapted:
@@ -88,7 +94,7 @@ def adapt(spec: oci_pb2.Spec, ctx: GuestContext) -> Adapted:
             "resources": resources(linux.Resources),
             "maskedPaths": list(linux.MaskedPaths),
             "readonlyPaths": list(linux.ReadonlyPaths),
-            "sysctl": dict(linux.Sysctl),
+            "sysctl": {k: v for k, v in linux.Sysctl.items() if not _pod_sysctl(k)},
         },
     }
     if spec.Hostname and not joins_uts:
@@ -123,7 +129,28 @@ def adapt(spec: oci_pb2.Spec, ctx: GuestContext) -> Adapted:
         notes.append("hooks: host programs, dropped")
     if linux.UIDMappings or linux.GIDMappings:
         notes.append("uid/gid mappings: host ids, dropped")
-    return Adapted(config, tuple(notes))
+    pod = tuple(sorted((k, v) for k, v in linux.Sysctl.items() if _pod_sysctl(k)))
+    return Adapted(config, tuple(notes), pod)
+
+
+def _pod_sysctl(key: str) -> bool:
+    return key.startswith("net.")
+
+
+def apply_pod_sysctls(sysctls: tuple[tuple[str, str], ...], root: Path = PROC_SYS) -> None:
+    """Set the pod's net.* sysctls in the guest's network namespace (the pod's).
+    Raises InvalidRequest naming a malformed or unknown one."""
+    for key, value in sysctls:
+        if not _SYSCTL_NAME.fullmatch(key) or "\n" in value:
+            raise InvalidRequest(f"sysctl {key!r}: not a sysctl name and value")
+        path = root / key.replace(".", "/")
+        try:
+            path.write_text(value)
+        except OSError as err:
+            raise InvalidRequest(
+                f"sysctl {key}={value}: cannot be set in the pod's network namespace: "
+                f"{err.strerror or err}"
+            ) from err
 
 
 def process(proc: oci_process_pb2.Process) -> dict[str, Any]:
