@@ -48,7 +48,8 @@ def oci_config(args: list[str], annotations: dict[str, str], resolv: Path) -> di
             {"destination": "/etc/resolv.conf", "type": "bind", "source": str(resolv),
              "options": ["rbind", "rprivate", "ro"]},
             {"destination": "/etc/hosts", "type": "bind",
-             "source": "/var/lib/kubelet/pods/uid/etc-hosts", "options": ["rbind", "rw"]},
+             "source": "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/x/hosts",
+             "options": ["rbind", "rw"]},
             {"destination": "/etc/hostname", "type": "bind",
              "source": "/var/lib/containerd/io.containerd.grpc.v1.cri/sandboxes/x/hostname",
              "options": ["rbind", "rw"]},
@@ -124,8 +125,8 @@ async def test_dns_pids_and_stats_through_the_task_api(
         await create(harness, "app", app)
         out = await read_until(agent, "app", b"ready\n")
         # resolv.conf: the host's file, sent as CreateSandboxRequest.dns. hosts and
-        # hostname: written by the guest from the pod's hostname (the host's files, e.g.
-        # kubelet's etc-hosts, are never used: no such paths in the guest).
+        # hostname: containerd's own (no kubelet etc-hosts here), written by the guest
+        # from the pod's hostname (a kubelet's etc-hosts is copied in: agent.volumes).
         assert out.startswith(
             b"search ns1.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
             b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n127.0.1.1\tpod-one\n"
