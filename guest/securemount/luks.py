@@ -30,11 +30,12 @@ PBKDF_ITERATIONS = 1000
 
 @dataclass(frozen=True)
 class Mapping:
-    name: str  # /dev/mapper/<name>
+    name: str
+    directory: Path = Path("/dev/mapper")  # where libdevmapper makes its node
 
     @property
     def path(self) -> Path:
-        return Path("/dev/mapper") / self.name
+        return self.directory / self.name
 
 
 def format_args(device: Path) -> list[str]:

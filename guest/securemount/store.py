@@ -61,6 +61,7 @@ class SecureStore:
         dev: Path = Path("/dev"),
         mapping: luks.Mapping = MAPPING,
         min_bytes: int = MIN_DEVICE_BYTES,
+        lock_dir: Path = Path("/run/cryptsetup"),  # cryptsetup's locks
     ) -> None:
         self.reaper = reaper
         self.store_root = store_root
@@ -69,6 +70,7 @@ class SecureStore:
         self.dev = dev
         self.mapping = mapping
         self.min_bytes = min_bytes
+        self.lock_dir = lock_dir
         self.mounted: Mounted | None = None
         self._lock = asyncio.Lock()
 
@@ -130,7 +132,7 @@ class SecureStore:
 
     async def _format_and_mount(self, device: BlockDevice) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        Path("/run/cryptsetup").mkdir(parents=True, exist_ok=True)  # cryptsetup's locks
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
         backup = self.work_dir / f"header-{device.name}"
         backup.unlink(missing_ok=True)
         key = bytearray(os.urandom(luks.KEY_BYTES))

@@ -1,0 +1,92 @@
+"""Host block-device hotplug: what is refused before QEMU hears of it, and what QMP gets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.vm import hotplug
+from agent.vm.errors import HotplugError, QemuError
+
+
+def a_host_block_device() -> Path | None:
+    for entry in sorted(Path("/sys/dev/block").iterdir()):
+        node = Path("/dev") / entry.resolve().name
+        if node.exists():
+            return node
+    return None
+
+
+class FakeVM:
+    """Records hotplug_disk/unplug_disk; raises if a refused device reaches it."""
+
+    def __init__(self, refuse: str = "") -> None:
+        self.added: list[tuple[Any, dict[str, object] | None]] = []
+        self.refuse = refuse
+        self.config = type("C", (), {"name": "pod"})()
+
+    async def hotplug_disk(self, disk: Any, blockdev: dict[str, object] | None = None) -> None:
+        if self.refuse:
+            raise QemuError(self.refuse)
+        self.added.append((disk, blockdev))
+
+
+def test_character_device_file_directory_and_missing_path_are_refused(tmp_path: Path) -> None:
+    regular = tmp_path / "disk.img"
+    regular.write_bytes(b"")
+    link = tmp_path / "null-link"
+    link.symlink_to("/dev/null")
+    cases = [
+        (Path("/dev/null"), "/dev/null is a character device, not a block device"),
+        (link, f"{link} (/dev/null) is a character device"),
+        (regular, f"{regular} is a regular file, not a block device"),
+        (tmp_path, f"{tmp_path} is a directory, not a block device"),
+        (tmp_path / "missing", f"{tmp_path / 'missing'}: cannot attach: No such file"),
+    ]
+    for path, message in cases:
+        with pytest.raises(HotplugError) as refused:
+            hotplug.check_block_device(path)
+        assert str(refused.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("device_id", "serial", "path"),
+    [
+        ("store", "bad,serial", "/dev/loop0"),
+        ("store", "x" * 21, "/dev/loop0"),
+        ("bad id", "ok", "/dev/loop0"),
+        ("store", "ok", "relative/loop0"),
+        ("store", "ok", "/dev/loop0\n,x=y"),
+    ],
+)
+def test_ids_serials_and_paths_are_checked(device_id: str, serial: str, path: str) -> None:
+    with pytest.raises(HotplugError, match="block device"):
+        hotplug.HostBlockDevice(device_id, Path(path), serial)
+
+
+async def test_refused_device_never_reaches_the_vm() -> None:
+    vm = FakeVM()
+    with pytest.raises(HotplugError, match="character device"):
+        await hotplug.attach(vm, hotplug.HostBlockDevice("n", Path("/dev/null"), "n"))  # type: ignore[arg-type]
+    assert vm.added == []
+
+
+async def test_block_device_goes_to_qmp_as_json_values() -> None:
+    node = a_host_block_device()
+    if node is None:
+        pytest.skip("this host has no block device node")
+    vm = FakeVM()
+    device = hotplug.HostBlockDevice("store", node, "image-store", read_only=True)
+    assert await hotplug.attach(vm, device) == Path(os.path.realpath(node))  # type: ignore[arg-type]
+    disk, blockdev = vm.added[0]
+    assert (disk.id, disk.serial, disk.read_only) == ("store", "image-store", True)
+    assert blockdev == {
+        "driver": "raw", "node-name": "store", "read-only": True, "cache": {"direct": True},
+        "file": {"driver": "host_device", "filename": os.path.realpath(node),
+                 "read-only": True, "cache": {"direct": True}},
+    }  # fmt: skip
+    with pytest.raises(HotplugError, match=f"{node}: cannot attach to pod: no free slot"):
+        await hotplug.attach(FakeVM("no free slot"), device)  # type: ignore[arg-type]
