@@ -22,7 +22,10 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
 
 from api.containerd.runtime.bootstrap.v1 import bootstrap_pb2
+from api.containerd.types import introspection_pb2
 
+RUNTIME_NAME = "io.containerd.contrast-cc.v2"
+SHIM_VERSION = "0.1.0"
 OPTIONS_TYPE = "runtimeoptions.v1.Options"
 # The task API our address serves (containerd.task.v2.Task; v3 would promise the
 # streaming API as well, which we do not serve).
@@ -97,3 +100,18 @@ def start_answer(address: str, start_input: StartInput) -> bytes:
         version=TASK_API_VERSION, address=address, protocol="ttrpc"
     )
     return result.SerializeToString()
+
+
+def runtime_info(data: bytes) -> bytes:
+    """What ``-info`` prints: a ``containerd.types.RuntimeInfo`` with our name and version
+    and the options from stdin (an Any, possibly nothing); raises BootstrapError when
+    stdin is not an Any."""
+    info = introspection_pb2.RuntimeInfo(
+        name=RUNTIME_NAME, version=introspection_pb2.RuntimeVersion(version=SHIM_VERSION)
+    )
+    if data:
+        try:
+            info.options.ParseFromString(data)
+        except DecodeError as err:
+            raise BootstrapError(f"the options on stdin are not a protobuf Any: {err}") from err
+    return info.SerializeToString()

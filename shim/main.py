@@ -59,6 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.add_argument(f"-{flag}", f"--{flag}", default="")
     parser.add_argument("-debug", "--debug", action="store_true")
     parser.add_argument("-v", "--version", action="store_true")
+    parser.add_argument("-info", "--info", action="store_true")
     parser.add_argument("action", nargs="?", choices=["start", "delete"])
     return parser.parse_args(argv)
 
@@ -224,7 +225,16 @@ def delete(args: argparse.Namespace) -> shim_pb2.DeleteResponse:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.version:
-        print("containerd-shim-contrast-cc-v2 (contrast-node 0.1.0)")
+        print(f"containerd-shim-contrast-cc-v2 (contrast-node {bootstrap.SHIM_VERSION})")
+        return 0
+    if args.info:  # containerd 2.x asks before it starts a task
+        stdin = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+        try:
+            sys.stdout.buffer.write(bootstrap.runtime_info(stdin))
+        except bootstrap.BootstrapError as err:
+            print(f"containerd-shim-contrast-cc-v2 -info: {err}", file=sys.stderr)
+            return 1
+        sys.stdout.buffer.flush()
         return 0
     if args.action is None:
         print(

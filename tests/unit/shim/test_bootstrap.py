@@ -7,6 +7,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from api.containerd.runtime.bootstrap.v1 import bootstrap_pb2
+from api.containerd.types import introspection_pb2
 from api.runtimeoptions.v1 import api_pb2 as runtimeoptions
 from shim import bootstrap
 
@@ -96,3 +97,17 @@ def test_answer_is_a_bootstrap_result_only_when_containerd_sent_params() -> None
     given = bootstrap.read_start_input(params.SerializeToString(), "c1", "default")
     result = bootstrap_pb2.BootstrapResult.FromString(bootstrap.start_answer(ADDRESS, given))
     assert (result.version, result.address, result.protocol) == (2, ADDRESS, "ttrpc")
+
+
+def test_info_names_the_runtime_and_echoes_the_options() -> None:
+    given = options("/etc/x.toml")
+    info = introspection_pb2.RuntimeInfo.FromString(
+        bootstrap.runtime_info(given.SerializeToString())
+    )
+    assert info.name == "io.containerd.contrast-cc.v2"
+    assert info.version.version == bootstrap.SHIM_VERSION
+    assert info.options == given
+    bare = introspection_pb2.RuntimeInfo.FromString(bootstrap.runtime_info(b""))
+    assert not bare.HasField("options")
+    with pytest.raises(bootstrap.BootstrapError, match="not a protobuf Any"):
+        bootstrap.runtime_info(b"\xff\xff")
