@@ -159,7 +159,10 @@ class PodVolumes:
                     log.info("sandbox container %s: mount %s not used by the guest's pause",
                              container_id, mount.get("destination"))  # fmt: skip
                 continue
-            classified = layout.classify(mount, self._root())
+            try:
+                classified = layout.classify(mount, self._root())
+            except VolumeError as err:
+                raise VolumeError(f"container {container_id}: {err}") from err
             out.append(await self._provide(container_id, mount, classified, storages, atomics))
             if classified.kind is Kind.TERMINATION_LOG:
                 logs.append(classified.source)
