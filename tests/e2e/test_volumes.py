@@ -251,11 +251,11 @@ def test_volumes_in_the_pod_vm_as_on_runc(node: CriNode, kubelet_root: Path) -> 
             pairs = [line.split(" ")[1:] for line in side.lines() if line.startswith("cfg ")]
             complete = [p for p in pairs if len(p) == 2 and all(p)]
             assert complete and all(a == b for a, b in complete), (side.name, pairs)
-            seen = {a for a, _ in complete}
-            assert {"v1", "v2"} <= seen, (side.name, sorted(seen))
+            versions = {a for a, _ in complete}
+            assert {"v1", "v2"} <= versions, (side.name, sorted(versions))
             print(f"{side.name}: {len(pairs)} reads through ..data, "
                   f"{len(pairs) - len(complete)} between a removal and the next version, "
-                  f"versions {sorted(seen)}")  # fmt: skip
+                  f"versions {sorted(versions)}")  # fmt: skip
 
         # In the pod-VM only: what is refused, and how it reads in CRI's error.
         forbidden = ours.kubelet
