@@ -1,8 +1,11 @@
-"""Step 3: the runtime installed by the installer's own code into a temporary host root.
+"""Step 2: the runtime installed by the installer's own code into a temporary host root.
 
-The assets are this checkout's shim entry, the guest image and a runtime config whose
-paths point into the temporary root (the installer fills in ``@@HANDLER_DIR@@``; the
-demo prefixes it with the root, as a node image would ship files at ``/``).
+The host root's ``/etc/containerd/config.toml`` is the chosen containerd's own
+``containerd config default`` (config version 2 for 1.6, 3 for 2.0, 4 for 2.3), as a
+node with that containerd has it; the installer patches it. The assets are this
+checkout's shim entry, the guest image and a runtime config whose paths point into the
+temporary root (the installer fills in ``@@HANDLER_DIR@@``; the demo prefixes it with
+the root, as a node image would ship files at ``/``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import tomlkit
 
 from agent.demo.errors import DemoError
 from guest.image.manifest import GuestImage
-from installer import cli
+from installer import cli, containerd_config
 
 PLATFORM = "qemu-insecure"
 
@@ -60,14 +63,20 @@ class Installed:
     def runtime_config(self) -> Path:
         return self.handler_dir / "etc/runtime.toml"
 
+    def config_version(self) -> int:
+        """The ``version`` of the config the installer patched."""
+        text = self.containerd_config.read_text()
+        return containerd_config.read_version(tomlkit.parse(text), str(self.containerd_config))
+
     def containerd_config_text(self) -> str:
         """The installer's containerd config with our handler's paths (shim, runtime
         config) inside ``host_root``, which stands for the node's ``/`` here."""
         doc = tomlkit.parse(self.containerd_config.read_text())
         try:
-            entry = doc["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"][
-                self.handler
-            ]
+            node = doc
+            for key in containerd_config.runtimes_path(self.config_version()):
+                node = node[key]
+            entry = node[self.handler]
             options = entry["options"]
             for table, key in ((entry, "runtime_path"), (options, "ConfigPath")):
                 table[key] = str(self.host_root) + str(table[key])
@@ -109,11 +118,12 @@ def _installer(*args: str) -> str:
     return out.getvalue()
 
 
-def install(directory: Path, image: GuestImage, shim: Path) -> Installed:
-    """Install into ``directory/host`` (a fresh host root with an empty
-    ``/etc/containerd``: the installer writes containerd 1.6's minimal config)."""
+def install(directory: Path, image: GuestImage, shim: Path, defaults: str) -> Installed:
+    """Install into ``directory/host``, a fresh host root whose containerd config is
+    ``defaults`` (the chosen containerd's ``containerd config default``)."""
     host = directory / "host"
     (host / "etc/containerd").mkdir(parents=True)
+    (host / "etc/containerd/config.toml").write_text(defaults)
     manifest = write_manifest(directory / "bundle", image, shim, host)
     handler = _installer("handler", "--manifest", str(manifest)).strip()
     log = _installer(

@@ -1,11 +1,18 @@
-"""``python -m agent.demo``: the six steps, one temporary root, nothing left behind.
+"""``python -m agent.demo [--containerd 1.6|2.0.11|2.3.4]``: the six steps, one
+temporary root, nothing left behind.
+
+``--containerd`` picks the node's containerd: Debian's 1.6 (the default) or an upstream
+2.x release from ``../shared/peers`` (``devkit.containerd``), each starting from its own
+``containerd config default``.
 
 Exit codes: 0 the pod ran and showed what makes it confidential; 1 a step failed (the
-last line names it); 2 this machine cannot run the demo (not root, a program missing).
+last line names it); 2 this machine cannot run the demo (not root, a program or the
+chosen containerd missing) or bad usage.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -23,13 +30,16 @@ import grpc
 from agent.demo import install, pod, policy
 from agent.demo.errors import DemoError
 from agent.demo.report import Report
+from devkit.containerd import DEBIAN, VERSIONS, ContainerdRelease, ReleaseMissing, release
 from devkit.crinode import CriNode, cri_node
+from devkit.errors import DevkitError
 from devkit.node import SHIM
 from guest.image.build import default_cache, ensure_image
 from guest.image.manifest import GuestImage
 
+CONTAINERD_PROGRAMS = ("containerd", "ctr")  # Debian's; a peer release brings its own
 PROGRAMS = (
-    "containerd", "ctr", "qemu-system-x86_64", "docker-registry", "busybox", "ip", "tc", "nsenter",
+    *CONTAINERD_PROGRAMS, "qemu-system-x86_64", "docker-registry", "busybox", "ip", "tc", "nsenter",
     "mmdebstrap", "mkfs.erofs", "veritysetup", "pgrep",
     "/usr/lib/cni/loopback",  # containerd's CRI sets up each pod's lo with it
 )  # fmt: skip
@@ -62,14 +72,24 @@ def guest_image(report: Report) -> GuestImage:
     return image
 
 
-def runtime(report: Report, root: Path, image: GuestImage) -> install.Installed:
+def runtime(
+    report: Report, root: Path, image: GuestImage, containerd: ContainerdRelease
+) -> install.Installed:
     report.step(2)
     report.info(
         f"platform {install.PLATFORM}: this machine has no AMD SEV-SNP or Intel TDX, so the "
         "pod-VM is a plain QEMU VM (TCG); the initdata digest reaches it on the kernel "
         "command line and nothing is hardware-measured"
     )
-    installed = install.install(root / "install", image, SHIM)
+    try:
+        defaults = containerd.default_config()
+    except DevkitError as err:
+        raise DemoError(f"containerd {containerd.version} config default: {err}") from err
+    installed = install.install(root / "install", image, SHIM, defaults)
+    report.info(
+        f"node config: containerd {containerd.version}'s own `containerd config default` "
+        f"(version {installed.config_version()})"
+    )
     for line in installed.log.splitlines():
         report.info(f"installer: {line}")
     report.info(f"handler {installed.handler} in {installed.containerd_config}")
@@ -77,7 +97,13 @@ def runtime(report: Report, root: Path, image: GuestImage) -> install.Installed:
 
 
 def node(
-    report: Report, stack: ExitStack, root: Path, image: GuestImage, installed: install.Installed
+    report: Report,
+    stack: ExitStack,
+    root: Path,
+    image: GuestImage,
+    installed: install.Installed,
+    *,
+    containerd: ContainerdRelease,
 ) -> CriNode:
     report.step(3)
     # containerd passes its environment on to the shim: the installed shim comes first.
@@ -89,6 +115,7 @@ def node(
             parent=root,
             base_config=installed.containerd_config_text(),
             handler=installed.handler,
+            containerd=containerd,
         )
     )
     topo = crinode.topology
@@ -99,7 +126,8 @@ def node(
     ours = crinode.containerd.cri_runtimes().get(installed.handler)
     if ours is None:
         raise DemoError(f"containerd's CRI does not list the handler {installed.handler}")
-    report.info(f"containerd 1.6 on {crinode.containerd.socket}: CRI lists {installed.handler}")
+    socket, version = crinode.containerd.socket, crinode.release.version
+    report.info(f"containerd {version} on {socket}: CRI lists {installed.handler}")
     report.info(f"  runtime_type {ours['runtimeType']}, options {ours['options']}")
     return crinode
 
@@ -191,29 +219,56 @@ def leftovers(
     return found
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.demo", description="one confidential pod end to end"
+    )
+    parser.add_argument(
+        "--containerd",
+        choices=VERSIONS,
+        default=DEBIAN,
+        help="the node's containerd: Debian's 1.6 (default) or 2.0.11 / 2.3.4 from "
+        "../shared/peers",
+    )
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; the exit code (see the module docstring)."""
-    del argv  # no options yet
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as err:  # argparse printed the usage error
+        return 0 if err.code == 0 else 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     report = Report()
-    report.line("contrast demo: one confidential pod end to end (CRI -> containerd 1.6 -> our")
-    report.line("               shim -> node daemon -> QEMU pod-VM -> guest agent, Rego policy)")
+    report.line("contrast demo: one confidential pod end to end (CRI -> containerd")
+    report.line(f"               {args.containerd} -> our shim -> node daemon -> QEMU pod-VM ->")
+    report.line("               guest agent, Rego policy)")
     if os.geteuid() != 0:
         report.line("contrast demo: needs root (QEMU, network namespaces, containerd)")
         return 2
-    missing = [name for name in PROGRAMS if shutil.which(name) is None]
+    needed = PROGRAMS if args.containerd == DEBIAN else PROGRAMS[len(CONTAINERD_PROGRAMS) :]
+    missing = [name for name in needed if shutil.which(name) is None]
     if missing:
         report.line(
             f"contrast demo: missing programs (scripts/dev.sh setup installs them): {missing}"
         )
+        return 2
+    try:
+        containerd = release(args.containerd)
+    except ReleaseMissing as err:
+        report.line(f"contrast demo: containerd {args.containerd} is not available: {err}")
+        return 2
+    except DevkitError as err:
+        report.line(f"contrast demo: containerd {args.containerd} could not be unpacked: {err}")
         return 2
     root = Path(tempfile.mkdtemp(prefix="contrast-demo-", dir="/tmp"))
     own_netns: list[str] = []  # the pod network's namespaces (the pod's own is checked in step 5)
     try:
         with ExitStack() as stack:
             image = guest_image(report)
-            installed = runtime(report, root, image)
-            crinode = node(report, stack, root, image, installed)
+            installed = runtime(report, root, image, containerd)
+            crinode = node(report, stack, root, image, installed, containerd=containerd)
             topo = crinode.topology
             own_netns += [topo.node, topo.pod, topo.peer]
             run_pod(report, image, crinode)

@@ -10,7 +10,7 @@ from typing import TextIO
 STEPS = (
     "guest image",
     "runtime installed by the installer",
-    "CRI node: containerd 1.6, pod network, local registry",
+    "CRI node: containerd, pod network, local registry",
     "initdata and policy",
     "confidential pod through CRI",
     "teardown",
