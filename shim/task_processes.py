@@ -25,7 +25,7 @@ from api.containerd.events import task_pb2 as events
 from api.containerd.task.v2 import shim_pb2
 from shim.control import Registrations
 from shim.pods import Live, Pod, Pods, ProcessStdio
-from shim.task_requests import netns_of, sandbox_run_dir
+from shim.task_requests import netns_of, read_spec, sandbox_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,13 @@ class TaskProcesses:
                     await self._exited(pod, container.id, process.exec_id, 255)
             return
         log.info("sandbox %s/%s reattached", record.namespace, record.id)
+        follow = getattr(sandbox, "follow_container", None)
         for container in record.containers:
+            if follow is not None and container.init.status is not Status.STOPPED:
+                try:  # its volumes kept current again (agent.volumes)
+                    follow(container.id, read_spec(container.bundle))
+                except (SandboxError, OSError) as err:
+                    log.warning("%s/%s: volumes not followed: %s", record.id, container.id, err)
             for process in (container.init, *container.execs):
                 if process.status is Status.STOPPED:
                     continue

@@ -136,6 +136,15 @@ class GuestSandbox:
         )
         return bytes(reply.message)
 
+    def follow_container(self, container_id: str, oci_spec: dict[str, Any]) -> None:
+        """After a daemon restart: keep the running container's volumes current again
+        and its termination message coming back (agent.volumes.PodVolumes.follow)."""
+        if oci_spec.get("annotations", {}).get(CONTAINER_TYPE_ANNOTATION) == "sandbox":
+            return
+        count = self.volumes.follow(container_id, list(oci_spec.get("mounts") or []))
+        if count:
+            log.info("container %s: %d volumes followed again", container_id, count)
+
     async def container_exited(self, container_id: str) -> None:
         """After a container's init exited, before its exit is reported: its
         termination message back to the kubelet's file (failures logged)."""

@@ -173,6 +173,33 @@ class PodVolumes:
             self._termination[container_id] = logs
         return Prepared(out, list(storages.values()))
 
+    def follow(self, container_id: str, mounts: Sequence[Mapping[str, Any]]) -> int:
+        """Take up a running container's volumes after a daemon restart: its kept-current
+        volumes are copied again at the next poll (their current version: the same
+        again, or the one the kubelet swapped in meanwhile), its termination message
+        read back at exit. Nothing is copied now; mounts that no longer classify are
+        logged and skipped. How many volumes are followed."""
+        atomics: list[Atomic] = []
+        logs: list[Path] = []
+        for mount in mounts:
+            if not layout.is_bind(mount):
+                continue
+            try:
+                c = layout.classify(mount, self._root())
+            except VolumeError as err:
+                log.warning("container %s: not followed: %s", container_id, err)
+                continue
+            if c.kind in KEPT_CURRENT:
+                atomics.append(Atomic(container_id, c, guest_path(container_id, c)))
+            elif c.kind is Kind.TERMINATION_LOG:
+                logs.append(c.source)
+        if atomics:
+            self._atomic[container_id] = atomics
+            self._start_watching()
+        if logs:
+            self._termination[container_id] = logs
+        return len(atomics)
+
     async def _provide(
         self,
         cid: str,

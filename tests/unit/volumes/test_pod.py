@@ -218,3 +218,27 @@ async def test_sandbox_container_keeps_only_what_the_guest_provides(
     prepared = await PodVolumes(guest, tmp_path).prepare(CID, mounts, sandbox=True)
     assert [m["destination"] for m in prepared.mounts] == ["/dev/shm"]
     assert guest.requests == []
+
+
+async def test_a_restarted_daemon_follows_running_containers_again(
+    kubelet: KubeletPod, guest: FakeGuest, tmp_path: Path
+) -> None:
+    kubelet.atomic("projected", "token", {"token": b"t1"}, "/var/run/secrets/x")
+    log = kubelet.termination_log("app")
+    mounts = oci_mounts(kubelet.mounts(), tmp_path)
+    first = PodVolumes(guest, kubelet.root, poll_seconds=3600)
+    prepared = guest_mounts(await first.prepare(CID, mounts))
+    copied = guest.local(prepared["/var/run/secrets/x"]["source"])
+    await first.close()  # the daemon is gone; the kubelet rotates the token meanwhile
+    kubelet.update("projected", "token", {"token": b"t2"})
+    again = PodVolumes(guest, kubelet.root, poll_seconds=3600)
+    assert again.follow(CID, mounts) == 1
+    assert (copied / "token").read_bytes() == b"t1"  # nothing copied by follow itself
+    assert await again.refresh() == 1
+    assert (copied / "token").read_bytes() == b"t2"
+    assert len([p for p in copied.iterdir() if p.name.startswith("..2")]) == 1
+    guest.local(prepared["/dev/termination-log"]["source"]).write_text("after restart")
+    await again.container_exited(CID)
+    assert log.read_text() == "after restart"
+    await again.close()
+
