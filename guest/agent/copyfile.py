@@ -26,6 +26,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 from api.kata import agent_pb2
 from guest.agent.errors import InvalidRequest
@@ -142,3 +143,26 @@ def remove_copies(container_id: str, base: Path = SHARED_DIR) -> None:
             entry.unlink(missing_ok=True)
 
 
+
+
+def policy_input(request: agent_pb2.CopyFileRequest) -> dict[str, Any]:
+    """The policy's ``input`` for a CopyFile request, Kata's ``PolicyCopyFileRequest``:
+    every field but ``data`` (a chunk of up to a MiB as a JSON array of numbers would
+    make each evaluation take seconds; a policy decides where a file lands, not what it
+    holds), plus ``file_type`` (``Regular``, ``Directory``, ``Symlink``, else
+    ``Other``) and ``symlink_target`` (the link's target, else "")."""
+    kind = stat.S_IFMT(request.file_mode)
+    file_type = {0: "Regular", stat.S_IFREG: "Regular", stat.S_IFDIR: "Directory",
+                 stat.S_IFLNK: "Symlink"}.get(kind, "Other")  # fmt: skip
+    target = os.fsdecode(request.data) if kind == stat.S_IFLNK else ""
+    return {
+        "path": request.path,
+        "file_size": request.file_size,
+        "file_mode": request.file_mode,
+        "dir_mode": request.dir_mode,
+        "uid": request.uid,
+        "gid": request.gid,
+        "offset": request.offset,
+        "file_type": file_type,
+        "symlink_target": target,
+    }

@@ -17,7 +17,12 @@ from google.protobuf.message import Message
 
 
 def to_input(message: Message) -> dict[str, Any]:
-    """The policy input document for ``message``."""
+    """The policy input document for ``message``. CopyFileRequest is Kata's
+    PolicyCopyFileRequest (:func:`guest.agent.copyfile.policy_input`: no ``data``)."""
+    if message.DESCRIPTOR.full_name == "grpc.CopyFileRequest":
+        from guest.agent import copyfile
+
+        return copyfile.policy_input(message)  # type: ignore[arg-type]
     out: dict[str, Any] = {}
     fields: Any = message.DESCRIPTOR.fields
     for field in fields:
