@@ -142,30 +142,36 @@ class PodVolumes:
 
         ``sandbox``: the pod's own (pause) container, whose program is the guest's; its
         binds other than the pod files and /dev/shm are not used (logged). Raises
-        VolumeError naming the mount; what was copied before stays until the container
-        is removed in the guest."""
+        VolumeError naming the mount. Every mount is classified (and refused) before
+        anything is copied; a copy failing later (the cap, the policy) leaves the copies
+        made before it in the guest until the pod ends."""
+        plan: list[tuple[Mapping[str, Any], Classified | None]] = []
+        for mount in mounts:
+            if not layout.is_bind(mount):
+                plan.append((mount, None))
+            elif sandbox:
+                if mount.get("destination") in (*layout.POD_FILES, "/dev/shm"):
+                    plan.append((mount, None))
+                else:
+                    log.info("sandbox container %s: mount %s not used by the guest's pause",
+                             container_id, mount.get("destination"))  # fmt: skip
+            else:
+                try:
+                    classified = layout.classify(mount, self._root())
+                    plan.append((mount, self._refuse(classified)))
+                except VolumeError as err:
+                    raise VolumeError(f"container {container_id}: {err}") from err
         out: list[dict[str, Any]] = []
         storages: dict[str, agent_pb2.Storage] = {}
         atomics: list[Atomic] = []
         logs: list[Path] = []
-        for mount in mounts:
-            if not layout.is_bind(mount):
+        for mount, planned in plan:
+            if planned is None:
                 out.append(dict(mount))
                 continue
-            if sandbox:
-                if mount.get("destination") in (*layout.POD_FILES, "/dev/shm"):
-                    out.append(dict(mount))
-                else:
-                    log.info("sandbox container %s: mount %s not used by the guest's pause",
-                             container_id, mount.get("destination"))  # fmt: skip
-                continue
-            try:
-                classified = layout.classify(mount, self._root())
-            except VolumeError as err:
-                raise VolumeError(f"container {container_id}: {err}") from err
-            out.append(await self._provide(container_id, mount, classified, storages, atomics))
-            if classified.kind is Kind.TERMINATION_LOG:
-                logs.append(classified.source)
+            out.append(await self._provide(container_id, mount, planned, storages, atomics))
+            if planned.kind is Kind.TERMINATION_LOG:
+                logs.append(planned.source)
         if atomics:
             self._atomic.setdefault(container_id, []).extend(atomics)
             self._start_watching()
@@ -200,6 +206,16 @@ class PodVolumes:
             self._termination[container_id] = logs
         return len(atomics)
 
+    @staticmethod
+    def _refuse(c: Classified) -> Classified:
+        """``c``, unless it is refused before any copy (VolumeError)."""
+        if c.kind is Kind.HOST_PATH and not c.readonly:
+            raise VolumeError(
+                f"{c.describe()}: a writable hostPath cannot be provided in the pod-VM "
+                "(writes would never reach the host); a readOnly one is copied in once"
+            )
+        return c
+
     async def _provide(
         self,
         cid: str,
@@ -215,12 +231,6 @@ class PodVolumes:
             storage = self._empty_dir(c)
             storages[storage.mount_point] = storage
             return {**rewritten, "source": storage.mount_point}
-        if c.kind is Kind.HOST_PATH and not c.readonly:
-            raise VolumeError(
-                f"container {cid}: {c.describe()}: a writable hostPath cannot be provided "
-                "in the pod-VM (writes would never reach the host); a readOnly one is "
-                "copied in once"
-            )
         guest = guest_path(cid, c)
         try:
             if c.kind in KEPT_CURRENT:

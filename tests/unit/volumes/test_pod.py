@@ -242,3 +242,13 @@ async def test_a_restarted_daemon_follows_running_containers_again(
     assert log.read_text() == "after restart"
     await again.close()
 
+
+
+async def test_refusals_come_before_any_copy(
+    kubelet: KubeletPod, guest: FakeGuest, tmp_path: Path
+) -> None:
+    kubelet.atomic("configmap", "cfg", {"a": b"1"}, "/etc/cfg")
+    kubelet.host_path(tmp_path, "/rw", readonly=False)
+    with pytest.raises(VolumeError, match=f"container {CID}: mount /rw"):
+        await PodVolumes(guest, kubelet.root).prepare(CID, oci_mounts(kubelet.mounts(), tmp_path))
+    assert guest.requests == []
