@@ -147,8 +147,10 @@ class SecureStore:
             key[:] = bytes(len(key))
             backup.unlink()
             mapped = self.mapping.path
+            # Block 0 first: the dry run probes it too.
+            await asyncio.to_thread(ext4.zero_blocks, str(device), mapped, [0])
             dry_run = await self._run(device, "mkfs.ext4 dry run", ext4.mkfs_args(mapped, True))
-            blocks = ext4.superblock_blocks(str(device), dry_run)
+            blocks = ext4.superblock_blocks(str(device), dry_run)[1:]
             await asyncio.to_thread(ext4.zero_blocks, str(device), mapped, blocks)
             await self._run(device, "mkfs.ext4", ext4.mkfs_args(mapped))
             self.store_root.mkdir(parents=True, exist_ok=True)
