@@ -62,6 +62,12 @@ def add(config: dict[str, Any], host_end: str) -> dict[str, Any]:
     ifname = os.environ["CNI_IFNAME"]
     address = allocate(config, os.environ["CNI_CONTAINERID"])
     cidr, gateway = f"{address}/{config['prefix']}", config["gateway"]
+    # The address may have been a removed pod's a moment ago: the node's neighbour
+    # cache would still send to that pod's MAC, stalling dials into the new one.
+    subprocess.run(
+        ["ip", "-n", node, "neigh", "flush", "to", address],
+        capture_output=True, check=False, timeout=10, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
     ip("-n", node, "link", "add", host_end, "type", "veth", "peer", "name", ifname,
        "netns", netns_name)  # fmt: skip
     ip("-n", node, "link", "set", host_end, "master", config["bridge"], "up")
