@@ -2,20 +2,22 @@
 
 A block volume (a ``volumeDevices`` entry, the secure image store's disk) is a block
 device node on the host. It reaches the VM as a virtio-blk disk on one of the VM's
-free PCIe root ports: ``blockdev-add`` (QEMU's ``host_device`` driver, O_DIRECT so
-neither QEMU nor the host's page cache keeps a copy) then ``device_add`` with a
+free PCIe root ports: we open the device and pass the fd to QEMU (``add-fd``), then
+``blockdev-add`` (QEMU's ``host_device`` driver on ``/dev/fdset/<id>``, O_DIRECT so
+neither QEMU nor the host's page cache keeps a copy) and ``device_add`` with a
 serial, which the guest finds in ``/sys/block/<name>/serial``. Detaching is
-``device_del``, the guest's release (DEVICE_DELETED), ``blockdev-del``.
+``device_del``, the guest's release (DEVICE_DELETED), ``blockdev-del``, ``remove-fd``.
 
 Only block devices: the path must exist and resolve to a block device node; a
 character device, a regular file or anything else is refused naming it, before QEMU
 hears of it. The id and serial are checked as a :class:`~agent.vm.config.Disk`'s are
-(strict patterns), the path is the resolved one, and everything goes to QMP as JSON
-values, never spliced into a string.
+(strict patterns); QEMU gets no path at all, only the fd we opened after checking the
+node (and checked again through the fd); everything goes to QMP as JSON values.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -70,8 +72,9 @@ def check_block_device(path: Path) -> Path:
     raise HotplugError(f"{shown} is {kind}, not a block device: only block devices attach")
 
 
-def blockdev_json(device: HostBlockDevice, resolved: Path) -> dict[str, object]:
-    """The blockdev-add argument: a raw node over the host_device protocol node."""
+def blockdev_json(device: HostBlockDevice, fdset_id: int) -> dict[str, object]:
+    """The blockdev-add argument: a raw node over a host_device node that QEMU opens
+    from the fd set we passed (``/dev/fdset/<id>``), not from a path."""
     return {
         "driver": "raw",
         "node-name": device.id,
@@ -79,27 +82,54 @@ def blockdev_json(device: HostBlockDevice, resolved: Path) -> dict[str, object]:
         "cache": {"direct": True},
         "file": {
             "driver": "host_device",
-            "filename": str(resolved),
+            "filename": f"/dev/fdset/{fdset_id}",
             "read-only": device.read_only,
             "cache": {"direct": True},
         },
     }
 
 
+def open_block_device(path: Path, read_only: bool) -> tuple[int, Path]:
+    """An open fd on the block device ``path`` and its resolved path.
+
+    The node is checked before and, through the open fd, after the open, so a path
+    swapped in between is not attached. Raises HotplugError naming the path.
+    """
+    resolved = check_block_device(path)
+    flags = (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(resolved, flags)
+    except OSError as err:
+        raise HotplugError(f"{path}: cannot attach: {err.strerror}") from err
+    if not stat.S_ISBLK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise HotplugError(f"{path} changed while being opened: not a block device any more")
+    return fd, resolved
+
+
 async def attach(vm: VM, device: HostBlockDevice) -> Path:
     """Attach ``device`` to ``vm`` as a virtio-blk disk; return the resolved host path.
 
+    We open the device and pass the fd to QEMU, which never opens a path of ours.
     Raises HotplugError (not a block device, QEMU refused, no free port); nothing is
     left half attached.
     """
-    resolved = check_block_device(device.path)
-    disk = Disk(device.id, resolved, device.read_only, device.serial)
+    fd, resolved = open_block_device(device.path, device.read_only)
     try:
-        await vm.hotplug_disk(disk, blockdev=blockdev_json(device, resolved))
+        fdset = await vm.monitor.add_fd(fd, device.id)
     except QemuError as err:
         raise HotplugError(f"{device.path}: cannot attach to {vm.config.name}: {err}") from err
-    log.info("%s: block device %s attached as %s (serial %s)",
-             vm.config.name, resolved, device.id, device.serial)  # fmt: skip
+    finally:
+        os.close(fd)  # QEMU holds its own copy now
+    disk = Disk(device.id, resolved, device.read_only, device.serial)
+    try:
+        await vm.hotplug_disk(disk, blockdev=blockdev_json(device, fdset))
+    except QemuError as err:
+        with contextlib.suppress(QemuError):
+            await vm.monitor.remove_fdset(fdset)
+        raise HotplugError(f"{device.path}: cannot attach to {vm.config.name}: {err}") from err
+    log.info("%s: block device %s attached as %s (serial %s, fd set %d)",
+             vm.config.name, resolved, device.id, device.serial, fdset)  # fmt: skip
     return resolved
 
 
@@ -111,8 +141,12 @@ async def detach(vm: VM, device_id: str, timeout: float = 30.0) -> None:
     """
     try:
         await vm.unplug_disk(device_id, timeout)
+        for fdset, opaques in (await vm.monitor.fdsets()).items():
+            if device_id in opaques:
+                await vm.monitor.remove_fdset(fdset)
         left = [n for n in await vm.monitor.block_nodes() if n == device_id]
         left += [d for d in await vm.monitor.peripherals() if d == device_id]
+        left += [f"fd set {i}" for i, o in (await vm.monitor.fdsets()).items() if device_id in o]
     except QemuError as err:
         raise HotplugError(f"{vm.config.name}: cannot detach {device_id}: {err}") from err
     if left:

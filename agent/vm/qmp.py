@@ -61,6 +61,31 @@ class Monitor:
         reply = await self.execute("qom-list", {"path": "/machine/peripheral"})
         return [str(entry["name"]) for entry in reply if str(entry["type"]).startswith("child<")]
 
+    async def add_fd(self, fd: int, opaque: str) -> int:
+        """Pass ``fd`` to QEMU (SCM_RIGHTS) into a new fd set; return the set's id.
+
+        QEMU then opens ``/dev/fdset/<id>`` by duplicating it, never by a path.
+        Raises QemuError when QEMU refuses.
+        """
+        try:
+            self._client.send_fd_scm(fd)
+        except (QMPError, OSError) as err:
+            raise QemuError(f"{self._name}: passing a file descriptor failed: {err}") from err
+        reply = await self.execute("add-fd", {"opaque": opaque})
+        return int(reply["fdset-id"])
+
+    async def fdsets(self) -> dict[int, list[str]]:
+        """Fd set id -> the opaque strings of its fds (query-fdsets)."""
+        reply = await self.execute("query-fdsets")
+        return {
+            int(s["fdset-id"]): [str(fd.get("opaque", "")) for fd in s.get("fds", [])]
+            for s in reply
+        }
+
+    async def remove_fdset(self, fdset_id: int) -> None:
+        """Close QEMU's copies of the fds in a set (remove-fd)."""
+        await self.execute("remove-fd", {"fdset-id": fdset_id})
+
     def listen_device_deleted(self, device_id: str) -> EventListener:
         """A listener for DEVICE_DELETED of ``device_id``; register before device_del."""
 

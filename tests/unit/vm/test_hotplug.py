@@ -20,13 +20,29 @@ def a_host_block_device() -> Path | None:
     return None
 
 
+class FakeMonitor:
+    """add-fd/remove-fd as QEMU answers them; records what fd it was handed."""
+
+    def __init__(self) -> None:
+        self.passed: list[tuple[int, str]] = []  # (st_rdev of the fd, opaque)
+        self.removed: list[int] = []
+
+    async def add_fd(self, fd: int, opaque: str) -> int:
+        self.passed.append((os.fstat(fd).st_rdev, opaque))
+        return 7
+
+    async def remove_fdset(self, fdset_id: int) -> None:
+        self.removed.append(fdset_id)
+
+
 class FakeVM:
-    """Records hotplug_disk/unplug_disk; raises if a refused device reaches it."""
+    """Records hotplug_disk; raises if a refused device reaches it."""
 
     def __init__(self, refuse: str = "") -> None:
         self.added: list[tuple[Any, dict[str, object] | None]] = []
         self.refuse = refuse
         self.config = type("C", (), {"name": "pod"})()
+        self.monitor = FakeMonitor()
 
     async def hotplug_disk(self, disk: Any, blockdev: dict[str, object] | None = None) -> None:
         if self.refuse:
@@ -71,7 +87,7 @@ async def test_refused_device_never_reaches_the_vm() -> None:
     vm = FakeVM()
     with pytest.raises(HotplugError, match="character device"):
         await hotplug.attach(vm, hotplug.HostBlockDevice("n", Path("/dev/null"), "n"))  # type: ignore[arg-type]
-    assert vm.added == []
+    assert vm.added == [] and vm.monitor.passed == []
 
 
 async def test_block_device_goes_to_qmp_as_json_values() -> None:
@@ -83,10 +99,14 @@ async def test_block_device_goes_to_qmp_as_json_values() -> None:
     assert await hotplug.attach(vm, device) == Path(os.path.realpath(node))  # type: ignore[arg-type]
     disk, blockdev = vm.added[0]
     assert (disk.id, disk.serial, disk.read_only) == ("store", "image-store", True)
+    # QEMU got an fd on that very device, and a blockdev naming only its fd set.
+    assert vm.monitor.passed == [(node.stat().st_rdev, "store")]
     assert blockdev == {
         "driver": "raw", "node-name": "store", "read-only": True, "cache": {"direct": True},
-        "file": {"driver": "host_device", "filename": os.path.realpath(node),
+        "file": {"driver": "host_device", "filename": "/dev/fdset/7",
                  "read-only": True, "cache": {"direct": True}},
     }  # fmt: skip
+    refusing = FakeVM("no free slot")
     with pytest.raises(HotplugError, match=f"{node}: cannot attach to pod: no free slot"):
-        await hotplug.attach(FakeVM("no free slot"), device)  # type: ignore[arg-type]
+        await hotplug.attach(refusing, device)  # type: ignore[arg-type]
+    assert refusing.monitor.removed == [7]  # QEMU's copy of the fd closed again
