@@ -1,10 +1,10 @@
 """ext4 on the opened mapping, which has never been written (no wipe).
 
 With ``--integrity-no-wipe`` every sector reads as an integrity error (EIO) until it
-is first written; ext4 never reads what it did not write, but mke2fs probes the old
-superblock (block 0) and its backups first. Those blocks are zeroed beforehand (with
-O_DIRECT, so the writes go to the device); their numbers come from a dry run of the
-same mke2fs command (``-n``), which writes nothing.
+is first written; ext4 never reads what it did not write, but mke2fs probes the head
+of the device for old signatures and the old superblock's backups. Those blocks are
+zeroed beforehand (with O_DIRECT, so the writes go to the device); the backups'
+numbers come from a dry run of the same mke2fs command (``-n``), which writes nothing.
 
 No ext4 journal (``^has_journal``), lazy inode tables and no discard: the store is
 ephemeral, so a journal protects nothing that survives a crash, and each avoided
@@ -21,6 +21,7 @@ from pathlib import Path
 from guest.securemount.errors import StepError
 
 BLOCK_SIZE = 4096
+HEAD_BLOCKS = 16  # the first 64 KiB, where mke2fs and libblkid look for old signatures
 LABEL = "contrast-store"
 _BACKUPS = "Superblock backups stored on blocks:"
 _NUMBER = re.compile(r"\d+")
