@@ -1,5 +1,6 @@
 """``python -m agent.demo`` end to end (one pod through containerd's CRI into a pod-VM
-under TCG): its exit code and the lines a user reads."""
+under TCG): its exit code and the lines a user reads, the same on each containerd
+(``--containerd 1.6``, Debian's, and 2.0.11 / 2.3.4 from ../shared/peers)."""
 
 from __future__ import annotations
 
@@ -11,21 +12,32 @@ import pytest
 
 from agent.demo import main as demo
 from tests.conftest import require_programs
+from tests.support.containerd_releases import VERSIONS, require_release
 
 pytestmark = pytest.mark.vm
 
 
+CONFIG_VERSION = {"1.6": 2, "2.0.11": 3, "2.3.4": 4}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_demo_runs_a_confidential_pod_and_leaves_nothing(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], version: str
 ) -> None:
     require_programs(*demo.PROGRAMS)
+    require_release(version)
     if os.geteuid() != 0:
         pytest.skip("the demo needs root")
 
-    code = demo.main([])
+    code = demo.main(["--containerd", version])
 
     out = capsys.readouterr().out
     assert code == 0, out
+    assert (
+        f"node config: containerd {version}'s own `containerd config default` "
+        f"(version {CONFIG_VERSION[version]})" in out
+    ), out
+    assert re.search(rf"containerd {re.escape(version)} on \S+: CRI lists contrast-cc-", out), out
     steps = re.findall(r"^\[(\d)/6\] ", out, re.MULTILINE)
     assert steps == ["1", "2", "3", "4", "5", "6"], out
     assert "platform qemu-insecure: this machine has no AMD SEV-SNP or Intel TDX" in out
