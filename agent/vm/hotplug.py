@@ -27,6 +27,7 @@ from pathlib import Path
 from agent.vm.config import Disk
 from agent.vm.errors import ConfigError, HotplugError, QemuError
 from agent.vm.manager import VM
+from agent.vm.qmp import Monitor
 
 log = logging.getLogger(__name__)
 
@@ -137,17 +138,49 @@ async def detach(vm: VM, device_id: str, timeout: float = 30.0) -> None:
     """Detach a device attached with :func:`attach` and check QEMU holds nothing of it.
 
     Raises HotplugError when the guest does not release it in ``timeout`` seconds, QEMU
-    refuses, or its device or block node is still there afterwards.
+    refuses, or its device, block node or fd set is still there afterwards.
     """
     try:
         await vm.unplug_disk(device_id, timeout)
-        for fdset, opaques in (await vm.monitor.fdsets()).items():
-            if device_id in opaques:
-                await vm.monitor.remove_fdset(fdset)
-        left = [n for n in await vm.monitor.block_nodes() if n == device_id]
-        left += [d for d in await vm.monitor.peripherals() if d == device_id]
-        left += [f"fd set {i}" for i, o in (await vm.monitor.fdsets()).items() if device_id in o]
+        await _release_fds(vm.monitor, device_id)
     except QemuError as err:
         raise HotplugError(f"{vm.config.name}: cannot detach {device_id}: {err}") from err
+    await _check_gone(vm.monitor, vm.config.name, device_id)
+
+
+async def attached(monitor: Monitor) -> list[str]:
+    """Ids of the block devices :func:`attach` left in QEMU (their fd sets name them):
+    what a restarted daemon finds on a VM it reattaches to, whatever its state says."""
+    devices = set(await monitor.peripherals())
+    opaques = {o for found in (await monitor.fdsets()).values() for o in found}
+    return sorted(devices & opaques)
+
+
+async def detach_on(monitor: Monitor, vm_name: str, device_id: str, timeout: float = 30.0) -> None:
+    """:func:`detach` for a VM this process did not launch (after a daemon restart):
+    through a QMP session of its own to the running QEMU. Raises HotplugError."""
+    if device_id not in await attached(monitor):
+        raise HotplugError(f"{vm_name}: no block device {device_id} is attached")
+    try:
+        await monitor.remove_device(device_id, device_id, timeout)
+        await _release_fds(monitor, device_id)
+    except QemuError as err:
+        raise HotplugError(f"{vm_name}: cannot detach {device_id}: {err}") from err
+    await _check_gone(monitor, vm_name, device_id)
+
+
+async def _release_fds(monitor: Monitor, device_id: str) -> None:
+    for fdset, opaques in (await monitor.fdsets()).items():
+        if device_id in opaques:
+            await monitor.remove_fdset(fdset)
+
+
+async def _check_gone(monitor: Monitor, vm_name: str, device_id: str) -> None:
+    try:
+        left = [n for n in await monitor.block_nodes() if n == device_id]
+        left += [d for d in await monitor.peripherals() if d == device_id]
+        left += [f"fd set {i}" for i, o in (await monitor.fdsets()).items() if device_id in o]
+    except QemuError as err:
+        raise HotplugError(f"{vm_name}: cannot check {device_id} is gone: {err}") from err
     if left:
-        raise HotplugError(f"{vm.config.name}: {device_id} still attached after detach")
+        raise HotplugError(f"{vm_name}: {device_id} still attached after detach: {left}")

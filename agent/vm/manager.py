@@ -195,18 +195,7 @@ class VM:
         slot = self._hotplugged.get(disk_id)
         if slot is None:
             raise QemuError(f"{self.config.name}: disk {disk_id} is not hotplugged")
-        listener = self.monitor.listen_device_deleted(disk_id)
-        try:
-            await self.monitor.execute("device_del", {"id": disk_id})
-            try:
-                await asyncio.wait_for(listener.get(), timeout)
-            except TimeoutError as err:
-                raise QemuError(
-                    f"{self.config.name}: guest did not release disk {disk_id} in {timeout} s"
-                ) from err
-        finally:
-            self.monitor.remove_listener(listener)
-        await self.monitor.execute("blockdev-del", {"node-name": disk_id})
+        await self.monitor.remove_device(disk_id, disk_id, timeout)
         del self._hotplugged[disk_id]
         self._slots[slot] = None
         log.info("%s: disk %s detached", self.config.name, disk_id)

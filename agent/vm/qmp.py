@@ -86,6 +86,25 @@ class Monitor:
         """Close QEMU's copies of the fds in a set (remove-fd)."""
         await self.execute("remove-fd", {"fdset-id": fdset_id})
 
+    async def remove_device(self, device_id: str, node: str | None, timeout: float) -> None:
+        """device_del, wait for the guest's release (DEVICE_DELETED), blockdev-del ``node``.
+
+        Raises QemuError when the guest does not release it within ``timeout`` seconds.
+        """
+        listener = self.listen_device_deleted(device_id)
+        try:
+            await self.execute("device_del", {"id": device_id})
+            try:
+                await asyncio.wait_for(listener.get(), timeout)
+            except TimeoutError as err:
+                raise QemuError(
+                    f"{self._name}: guest did not release device {device_id} in {timeout} s"
+                ) from err
+        finally:
+            self.remove_listener(listener)
+        if node is not None:
+            await self.execute("blockdev-del", {"node-name": node})
+
     def listen_device_deleted(self, device_id: str) -> EventListener:
         """A listener for DEVICE_DELETED of ``device_id``; register before device_del."""
 

@@ -41,6 +41,7 @@ from agent.vm import console, hotplug
 from agent.vm.config import UserNet
 from agent.vm.errors import HotplugError
 from agent.vm.manager import VM
+from agent.vm.qmp import Monitor
 from api.guest import securemount_pb2
 from api.kata import agent_pb2, types_pb2
 from devkit import ocibuild as ob
@@ -385,3 +386,21 @@ async def test_flipped_bytes_fail_the_guests_reads(workload: Node) -> None:
     assert any(os.strerror(e).encode() in err for e in (errno.EIO, errno.EILSEQ)), err
     assert out == b""
     assert "INTEGRITY AEAD ERROR" in console.tail(node.vm.config.console_log, 16384)
+
+
+async def test_detach_after_a_daemon_restart(node: Node) -> None:
+    """A restarted daemon has no VM object: its own QMP session finds what is attached
+    (from QEMU, not from state) and detaches it, leaving nothing in QEMU."""
+    await hotplug.attach(node.vm, hotplug.HostBlockDevice("again", node.small_loop, "sm-again"))
+    await guest_disk(node, "sm-again")
+    await node.vm.monitor.close()  # the daemon is gone, and its QMP session with it
+    monitor = Monitor("restarted")
+    await monitor.connect(node.vm.config.qmp_socket, 15)
+    node.vm.monitor = monitor  # the module's teardown stops the VM through it
+    assert "again" in await hotplug.attached(monitor)
+    await hotplug.detach_on(monitor, "securemount", "again")
+    await guest_disk(node, "sm-again", present=False)
+    assert not qemu_holds(node, node.small_loop)
+    assert "again" not in await hotplug.attached(monitor)
+    with pytest.raises(HotplugError, match="no block device again is attached"):
+        await hotplug.detach_on(monitor, "securemount", "again")

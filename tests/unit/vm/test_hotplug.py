@@ -110,3 +110,23 @@ async def test_block_device_goes_to_qmp_as_json_values() -> None:
     with pytest.raises(HotplugError, match=f"{node}: cannot attach to pod: no free slot"):
         await hotplug.attach(refusing, device)  # type: ignore[arg-type]
     assert refusing.monitor.removed == [7]  # QEMU's copy of the fd closed again
+
+
+class QemuState:
+    """Just the query answers attached() reads."""
+
+    def __init__(self, devices: list[str], fdsets: dict[int, list[str]]) -> None:
+        self.devices, self.sets = devices, fdsets
+
+    async def peripherals(self) -> list[str]:
+        return self.devices
+
+    async def fdsets(self) -> dict[int, list[str]]:
+        return self.sets
+
+
+async def test_attached_are_the_devices_with_our_fd_sets() -> None:
+    # "initdata" is cold-plugged (no fd set); fd set 2 lost its device (not attached).
+    fdsets = {0: ["store"], 1: ["vol1"], 2: ["gone"]}
+    state = QemuState(["initdata", "store", "vol1", "hp0"], fdsets)
+    assert await hotplug.attached(state) == ["store", "vol1"]  # type: ignore[arg-type]
