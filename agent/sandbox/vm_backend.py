@@ -23,6 +23,7 @@ from pathlib import Path
 
 from agent import initdata
 from agent.network import pod as pod_network
+from agent.network import portforward
 from agent.network.errors import NetworkError
 from agent.network.guest import configure_guest
 from agent.sandbox import podcgroup
@@ -60,6 +61,8 @@ class PodVmBackend:
         self._vms: dict[int, VM] = {}
         # Reattached VMs (no VM object: QEMU is another daemon's child): stop timeouts.
         self._stop_seconds: dict[int, float] = {}
+        # kubectl port-forward: the pod netns's localhost led into each VM.
+        self._forwards = portforward.Forwards()
 
     def _vm_config(self, spec: SandboxSpec, launch: initdata.InitdataLaunch | None) -> VMConfig:
         config = spec.config
@@ -175,6 +178,9 @@ class PodVmBackend:
             }
             if spec.netns is not None:
                 details["netns"] = str(spec.netns)
+            address = portforward.pod_address(network[0].interfaces) if network else None
+            if address:
+                details["pod_address"] = address
             if placement is not None:
                 details.update(placement.details())
             record = VmRecord(backend=NAME, pid=vm.process.pid, details=details)
@@ -194,6 +200,8 @@ class PodVmBackend:
             await vm.stop(spec.config.timeouts.stop_seconds)
             raise
         self._vms[vm.process.pid] = vm
+        if spec.netns is not None and address:
+            await self._forwards.open(vm.process.pid, spec.netns, spec.id, address)
         log.info("sandbox %s/%s: pod-VM pid %d ready", spec.namespace, spec.id, vm.process.pid)
         return sandbox
 
@@ -221,11 +229,15 @@ class PodVmBackend:
         log.info("sandbox %s/%s: reattached to pod-VM pid %d", record.namespace, record.id, vm.pid)
         sandbox = GuestSandbox(agent, vm, config.timeouts.agent_call_seconds)
         self._stop_seconds[vm.pid] = config.timeouts.stop_seconds
+        if vm.details.get("netns") and vm.details.get("pod_address"):
+            netns_path, address = Path(vm.details["netns"]), vm.details["pod_address"]
+            await self._forwards.open(vm.pid, netns_path, record.id, address)
         return sandbox
 
     async def destroy(self, sandbox: PodSandbox) -> None:
         assert isinstance(sandbox, GuestSandbox)
         vm = self._vms.pop(sandbox.record.pid, None)
+        await self._forwards.close(sandbox.record.pid)
         try:
             with contextlib.suppress(SandboxError):
                 await sandbox.destroy_sandbox()
@@ -246,6 +258,7 @@ class PodVmBackend:
     async def close(self) -> None:
         """Drop our QMP connections; the VMs keep running for the next daemon."""
         vms, self._vms = list(self._vms.values()), {}
+        await self._forwards.close_all()
         for vm in vms:
             await vm.monitor.close()
 
