@@ -84,6 +84,19 @@ def resolve(device_id: str, sys: Path = Path("/sys"), dev: Path = Path("/dev")) 
     return BlockDevice(name, path, major, minor, int(sectors) * SECTOR)
 
 
+def check_unused(device: BlockDevice, sys: Path = Path("/sys")) -> None:
+    """Refuse a disk the guest cannot write (the root's, the initdata disk) or already
+    uses (held by device-mapper, e.g. under the verity root), before cryptsetup would
+    touch it. Raises DeviceError."""
+    block = sys / "class/block" / device.name
+    if _read(block / "ro") == "1":
+        raise DeviceError(f"{device} is read-only")
+    holders = block / "holders"
+    used_by = sorted(p.name for p in holders.iterdir()) if holders.is_dir() else []
+    if used_by:
+        raise DeviceError(f"{device} is in use by {', '.join(used_by)}")
+
+
 def find_by_serial(serial: str, sys: Path = Path("/sys")) -> str:
     """The ``major:minor`` of the virtio disk whose serial is ``serial``.
 

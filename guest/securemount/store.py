@@ -1,6 +1,6 @@
 """The steps of a secure mount, in order, and what is mounted.
 
-1. the device: resolved from its number, big enough;
+1. the device: resolved from its number, big enough, writable and not in use;
 2. the store: the mount point is the image puller's store, and nothing was pulled
    into it yet (those images would be hidden, and were never on the encrypted disk);
 3. ``luksFormat`` under a fresh key from the guest's RNG (``os.urandom``: getrandom),
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from guest.agent.children import Reaper
 from guest.securemount import command, ext4, luks
-from guest.securemount.device import BlockDevice, resolve
+from guest.securemount.device import BlockDevice, check_unused, resolve
 from guest.securemount.errors import DeviceError, InvalidRequest, StateError, StepError
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ class SecureStore:
                     f"secure mount of {device}: the image store is already on "
                     f"{self.mounted.device}"
                 )
+            check_unused(device, self.sys)
             self._check_store(device)
             started = time.monotonic()
             await self._format_and_mount(device)

@@ -228,6 +228,15 @@ async def test_too_small_device_fails_naming_device_and_step(node: Node) -> None
     assert not qemu_holds(node, node.small_loop)  # nothing of it left in QEMU
 
 
+async def test_the_guests_own_disks_are_refused(node: Node) -> None:
+    name, dev = await guest_disk(node, "contrast-root")  # attached read-only
+    with pytest.raises(ttrpc.FailedPrecondition, match=rf"/dev/{name} \({dev}\) is read-only"):
+        await node.mount.SecureMount(request(dev), timeout=60)
+    name, dev = await guest_disk(node, "initdata")  # read-only, and 512 bytes
+    with pytest.raises(ttrpc.FailedPrecondition, match=rf"/dev/{name} \({dev}\): size check"):
+        await node.mount.SecureMount(request(dev), timeout=60)
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def mounted(node: Node) -> tuple[str, str, Any]:
     assert run("cryptsetup", "open", "--test-passphrase", "--key-file", "-",

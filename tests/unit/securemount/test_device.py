@@ -91,3 +91,17 @@ def test_guest_details_report_the_device_number(tmp_path: Path) -> None:
     sys = fake_sys(tmp_path, "vdb", "254:16", serial="image-store")
     features = details.as_features(None, details.block_devices(sys))
     assert features == ["block.vdb=serial:image-store,bytes:1048576", "block.vdb.dev=254:16"]
+
+
+def test_read_only_or_held_devices_are_refused(tmp_path: Path) -> None:
+    sys = fake_sys(tmp_path, "vdb", "254:16")
+    vdb = device.BlockDevice("vdb", Path("/dev/vdb"), 254, 16, 1 << 30)
+    device.check_unused(vdb, sys)
+    block = sys / "class/block/vdb"
+    (block / "ro").write_text("1\n")
+    with pytest.raises(DeviceError, match=r"/dev/vdb \(254:16\) is read-only"):
+        device.check_unused(vdb, sys)
+    (block / "ro").write_text("0\n")
+    (block / "holders/dm-0").mkdir(parents=True)
+    with pytest.raises(DeviceError, match=r"/dev/vdb \(254:16\) is in use by dm-0"):
+        device.check_unused(vdb, sys)
