@@ -20,8 +20,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +128,16 @@ class Containerd:
     socket: Path
     log: Path
     release: ContainerdRelease = DEBIAN_RELEASE
+    # Set by the context that started it: stop containerd (SIGTERM, as systemd's restart
+    # does; shims and what they started keep running) and start it again on the same
+    # config, root and state, returning once its CRI answers.
+    restarter: Callable[[], None] | None = field(default=None, compare=False, repr=False)
+
+    def restart(self) -> None:
+        """Restart this containerd (see ``restarter``); raises DevkitError."""
+        if self.restarter is None:
+            raise DevkitError(f"containerd on {self.socket} was not started restartable")
+        self.restarter()
 
     def cri_status(self, timeout: float = 10.0) -> api_pb2.StatusResponse:
         """CRI ``RuntimeService/Status`` with verbose=true."""

@@ -200,34 +200,54 @@ def containerd_in(
     # nsenter, not ``ip netns exec``: that remounts /sys for the netns, hiding the
     # cgroup mounts runc needs.
     enter = ["nsenter", f"--net={NETNS_DIR / netns}", "--"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*enter, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env,
-        )  # fmt: skip
+    running: list[subprocess.Popen[bytes]] = []
+
+    def launch() -> None:
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [*enter, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=env,
+            )  # fmt: skip
+        running.append(proc)
+        _wait_for_cri(daemon, proc, log)
+
+    def restart() -> None:
+        _stop(running[-1])
+        launch()
+
+    daemon = Containerd(socket, log, release, restarter=restart)
     try:
-        daemon = Containerd(socket, log, release)
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise DevkitError(f"containerd exited: {log.read_text()[-3000:]}")
-            try:
-                daemon.cri_status(timeout=2)
-                break
-            except grpc.RpcError as err:
-                if time.monotonic() > deadline:
-                    raise DevkitError(
-                        f"containerd's CRI did not answer: {err}\n{log.read_text()[-3000:]}"
-                    ) from err
-            time.sleep(0.2)
+        launch()
         yield daemon
     finally:
-        proc.terminate()
+        if running:
+            _stop(running[-1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_for_cri(daemon: Containerd, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            raise DevkitError(f"containerd exited: {log.read_text()[-3000:]}")
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            daemon.cri_status(timeout=2)
+        except grpc.RpcError as err:
+            if time.monotonic() > deadline:
+                raise DevkitError(
+                    f"containerd's CRI did not answer: {err}\n{log.read_text()[-3000:]}"
+                ) from err
+        else:
+            return
+        time.sleep(0.2)
 
 
 @dataclass(frozen=True)

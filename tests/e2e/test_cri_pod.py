@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from api.containerd.cri.runtime.v1 import api_pb2
 from devkit.cri import LogLine, read_log
 from devkit.crinode import CriNode, cri_node
 from guest.image.manifest import GuestImage
@@ -164,3 +165,41 @@ def test_confidential_pod_through_cri(node: CriNode) -> None:
     assert cri.containers() == []
     assert not netns.exists()  # the pod's netns, with the VM's tap in it
     assert node.leftovers() == []  # QEMU, veth, mounts under the root, state, address
+
+
+def test_pods_keep_running_across_a_containerd_restart(node: CriNode) -> None:
+    """containerd restarted (SIGTERM, then started on the same config and state: what the
+    installer's restart does) while a pod runs: containerd finds the task again (1.6 from
+    the bundle's address file, 2.x from the bootstrap.json it wrote from our answer),
+    the same pod-VM keeps serving the container, exec works, and removal leaves nothing."""
+    cri = node.cri
+    data = {document.POLICY_NAME: policy(node.image), "imagepull.toml": node.puller_settings()}
+    initdata = codec.encode_annotation(document.create(data, "sha384").raw)
+    pod = node.pod("restart", {INITDATA: initdata})
+    pod_id = cri.run_pod_spec(pod, node.handler, timeout=POD_TIMEOUT).pod_sandbox_id
+    try:
+        workload = cri.create_container(
+            pod_id, pod, "workload", image=node.image, command=WORKLOAD, timeout=POD_TIMEOUT
+        )
+        cri.start_container(workload)
+        wait_for_log(Path(pod.log_directory) / "workload.log", "hello from the pod-VM")
+        vms = node.qemus()
+        assert len(vms) == 1
+
+        node.containerd.restart()
+
+        assert [p.id for p in cri.pods() if p.state == api_pb2.SANDBOX_READY] == [pod_id]
+        status = cri.container_status(workload)
+        assert status.state == api_pb2.CONTAINER_RUNNING, status
+        executed = cri.exec_sync(workload, EXEC_OK)
+        assert (executed.stdout, executed.exit_code) == (b"exec ok\n", 3)
+        assert node.qemus() == vms  # the same VM, not a new one
+    except BaseException:
+        print(node.node.daemon_log()[-6000:])
+        print(node.containerd.log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        cri.stop_pod(pod_id)
+        cri.remove_pod(pod_id)
+    assert cri.pods() == []
+    assert node.leftovers() == []
