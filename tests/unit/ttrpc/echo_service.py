@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from google.protobuf import (
     descriptor_pb2,
@@ -64,6 +65,16 @@ BytesValue = message("BytesValue")
 Empty = message("Empty")
 
 
+async def until(condition: Callable[[], bool], what: str, bound: float = 30.0) -> None:
+    """Wait, yielding to the loop, until ``condition()`` holds. The bound only turns a
+    hang into a failure naming ``what``: no passing run comes near it."""
+    deadline = asyncio.get_running_loop().time() + bound
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still waiting after {bound:g} s for {what}")
+        await asyncio.sleep(0.005)
+
+
 class EchoImpl:
     """Implements every RPC but Missing (and Watch, which is streaming)."""
 
@@ -76,9 +87,12 @@ class EchoImpl:
         # order in which concurrent calls complete.
         self.gates: dict[str, asyncio.Event] = {}
         self.completed: list[str] = []
+        # Every Echo value that reached its handler, in order (tests wait on it).
+        self.entered: list[str] = []
 
     async def Echo(self, request: Message, ctx: ttrpc.CallContext) -> Message:
         value = request.value  # type: ignore[attr-defined]
+        self.entered.append(value)
         gate = self.gates.get(value)
         if gate is not None:
             await gate.wait()

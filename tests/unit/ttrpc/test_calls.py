@@ -21,6 +21,7 @@ from tests.unit.ttrpc.echo_service import (
     Empty,
     Int64Value,
     StringValue,
+    until,
 )
 
 
@@ -44,7 +45,7 @@ async def test_concurrent_calls_complete_out_of_order(client: ttrpc.Client, impl
     for name in names:
         impl.gates[name] = asyncio.Event()
     calls = [asyncio.ensure_future(echo(client, name)) for name in names]
-    await asyncio.sleep(0.05)
+    await until(lambda: sorted(impl.entered) == sorted(names), "every call to reach the server")
     assert not any(c.done() for c in calls)
     # Release in reverse order; each caller still gets its own answer.
     for name in reversed(names):
@@ -306,7 +307,7 @@ async def test_graceful_close_lets_running_calls_finish(
 ) -> None:
     impl.gates["running"] = asyncio.Event()
     running = asyncio.ensure_future(echo(client, "running"))
-    await asyncio.sleep(0.05)
+    await until(lambda: impl.entered == ["running"], "the call to reach the server")
     closing = asyncio.ensure_future(server.close(timeout=5))
     await asyncio.sleep(0.05)
     # New calls on the open connection are refused while draining.
@@ -324,7 +325,7 @@ async def test_close_cancels_calls_that_outlive_the_timeout(
     server: ttrpc.Server, client: ttrpc.Client, impl: EchoImpl
 ) -> None:
     running = asyncio.ensure_future(client.call(SERVICE, "Sleep", DoubleValue(value=30), Empty))
-    await asyncio.sleep(0.05)
+    await until(lambda: impl.started == [30], "the call to reach the server")
     await server.close(timeout=0.1)
     with pytest.raises(ttrpc.Cancelled, match="server cancelled"):
         await running

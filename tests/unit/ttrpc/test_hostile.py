@@ -23,6 +23,7 @@ from tests.unit.ttrpc.echo_service import (
     Empty,
     Int64Value,
     StringValue,
+    until,
 )
 from tests.unit.ttrpc.rawpeer import RawPeer
 from ttrpc.errors import Code
@@ -119,11 +120,7 @@ async def test_truncated_header_then_close(
     await raw.send_raw(b"\x00\x00\x00")
     await raw.close()
     await assert_server_serves(socket_path)
-    for _ in range(100):
-        if len(server.connections) == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert len(server.connections) == 0
+    await until(lambda: len(server.connections) == 0, "the server to drop the connection")
 
 
 @pytest.mark.parametrize(
@@ -161,11 +158,7 @@ async def test_peer_disconnecting_mid_frame(
         await asyncio.sleep(0.05)
         await raw.close()
         await assert_server_serves(socket_path)
-        for _ in range(100):
-            if not server.connections:
-                break
-            await asyncio.sleep(0.01)
-    assert not server.connections
+        await until(lambda: not server.connections, "the server to drop the connection")
     assert any("in the middle of a frame (60 bytes)" in r.getMessage() for r in caplog.records)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -175,12 +168,11 @@ async def test_peer_disconnecting_with_a_call_running(
 ) -> None:
     impl.gates["orphan"] = asyncio.Event()
     await raw.send_request(1, "Echo", StringValue(value="orphan"))
-    await asyncio.sleep(0.05)
+    await until(lambda: impl.entered == ["orphan"], "the call to reach the server")
     await raw.close()
     await asyncio.sleep(0.05)
     impl.gates["orphan"].set()  # its answer has nowhere to go and is dropped
-    await asyncio.sleep(0.05)
-    assert impl.completed == ["orphan"]
+    await until(lambda: impl.completed == ["orphan"], "the orphaned call to finish")
     await assert_server_serves(socket_path)
 
 
@@ -194,12 +186,11 @@ async def test_data_frame_for_unknown_stream(raw: RawPeer) -> None:
 
 async def test_data_frame_on_a_running_unary_call(raw: RawPeer, impl: EchoImpl) -> None:
     await raw.send_request(1, "Sleep", DoubleValue(value=30))
-    await asyncio.sleep(0.05)
+    await until(lambda: impl.started == [30], "the call to reach the server")
     await raw.send_frame(1, 3, 0, b"\x0a\x00")
     stream_id, response = await raw.read_response()
     assert (stream_id, response.status.code) == (1, Code.INVALID_ARGUMENT)
-    await asyncio.sleep(0.05)
-    assert impl.cancelled == 1
+    await until(lambda: impl.cancelled == 1, "the running call to be cancelled")
     # Exactly one answer for stream 1: the next frame belongs to the next call.
     await assert_echo_on(raw, 3)
 
