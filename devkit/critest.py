@@ -183,9 +183,9 @@ def conformance_node(
         hosts = Path(config.get("registry", {}).get("configPath") or work / "certs.d")
         write_mirror_hosts(hosts, crinode.registry_host)
         cni = config.get("cni", {})
-        write_portmap_conflist(
-            Path(cni.get("confDir") or work / "cni"), Path(cni.get("binDir") or work / "cni-bin")
-        )
+        bins = cni.get("binDir") or next(iter(cni.get("binDirs") or []), None)  # 2.3: a list
+        conf = cni.get("confDir") or work / "cni"
+        write_portmap_conflist(Path(conf), Path(bins or work / "cni-bin"))
         _wait_for_portmap(crinode)
         annotations = {INITDATA: initdata_annotation(crinode.registry_host)}
         socket = crinode.node.root / "critest-cri.sock"

@@ -115,6 +115,7 @@ int main(void) { printf("Effective uid: %d\n", (int)geteuid()); return 0; }
 """
 
 
+@functools.cache
 def compile_static(source: str, name: str) -> bytes:
     """A static x86-64 program from C ``source``; raises DevkitError without gcc."""
     if shutil.which("gcc") is None:
@@ -240,7 +241,7 @@ def marked(name: str) -> ob.Image:
 
 
 def suite_images() -> dict[str, ob.Image]:
-    """Every image reference critest v1.27/v1.36 names (but the digest-pinned one),
+    """Every image reference critest v1.27/v1.36 names (but the digest-pinned ones),
     by ``registry/repository:tag``."""
     base = image()
     images = {
@@ -260,6 +261,8 @@ def suite_images() -> dict[str, ob.Image]:
         f"{STAGING}/test-image-user-username-group:latest": image(user="www-data:users"),
         f"{STAGING}/test-image-predefined-group:latest": predefined_group(),
     }
+    for name in (f"{K8S}/pause:3.9", f"{GCR}/pause:3.9"):  # critest v1.36's
+        images[name] = pause()
     for n in (1, 2, 3):
         images[f"{STAGING}/test-image-{n}:latest"] = marked(str(n))
         images[f"{STAGING}/test-image-tags:{n}"] = marked("tags")

@@ -9,7 +9,8 @@ same CRI node (devkit.critest), the table side by side written and printed.
   passes on runc passes on ours except the by-design refusals (``BY_DESIGN``), which
   fail with our refusal. Its table goes to ``build/critest/<containerd>/results.md``.
 
-One node per containerd version per module; critest v1.27.0 on containerd 1.6.
+One node per containerd version per module: Debian's 1.6 with critest v1.27.0 (what
+containerd 1.6's own CI runs), 2.3.4 from ../shared/peers with v1.36.0.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from devkit import critest
 from devkit.critest import ConformanceNode, SuiteRun, conformance_node
 from guest.image.manifest import GuestImage
 from tests.conftest import require_programs
+from tests.support.containerd_releases import require_release
 
 pytestmark = [pytest.mark.conformance, pytest.mark.vm]
 
@@ -35,25 +37,27 @@ FOCUS = (
     r"runtime should support HostNetwork is true",
 )
 OUT = Path(__file__).parents[2] / "build" / "critest"
+CONTAINERDS = ("1.6", "2.3.4")
 
 
-def _peers_or_skip() -> None:
+def _peers_or_skip(containerd: str) -> None:
     try:
-        critest.peer_program("critest-v1.27.0")
+        critest.peer_program(f"critest-{critest.CRITEST_FOR[containerd]}")
     except critest.PeersMissing as err:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{err} (CI must provide ../shared/peers)")
         pytest.skip(str(err))
 
 
-@pytest.fixture(scope="module")
-def node(guest_image: GuestImage) -> Iterator[ConformanceNode]:
+@pytest.fixture(scope="module", params=CONTAINERDS)
+def node(request: pytest.FixtureRequest, guest_image: GuestImage) -> Iterator[ConformanceNode]:
     require_programs(
         "containerd", "ip", "nsenter", "docker-registry", "busybox", "gcc", "iptables",
         "ipcrm", "ipcmk", "/usr/lib/cni/portmap",
     )  # fmt: skip
-    _peers_or_skip()
-    with conformance_node(guest_image) as prepared:
+    require_release(request.param)
+    _peers_or_skip(request.param)
+    with conformance_node(guest_image, containerd=request.param) as prepared:
         yield prepared
 
 
@@ -66,7 +70,8 @@ def test_focused_subset(node: ConformanceNode, tmp_path: Path) -> None:
     crinode = node.crinode
     runc = critest.run_suite(node, crinode.runc_handler, tmp_path, focus=FOCUS)
     ours = critest.run_suite(node, crinode.handler, tmp_path, focus=FOCUS)
-    _report([runc, ours], tmp_path, "critest, focused subset, containerd 1.6")
+    title = f"critest, focused subset, containerd {node.containerd_version}"
+    _report([runc, ours], tmp_path, title)
     ran = {r.name for r in runc.results if r.state != "skipped"}
     assert len(ran) == len(FOCUS), ran  # each focus names exactly one spec
     assert all(runc.state_of(name) == "passed" for name in ran), critest.table([runc])
