@@ -27,6 +27,7 @@ import contextlib
 import logging
 import socket
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from agent.daemon import settings as daemon_settings
@@ -42,6 +43,14 @@ log = logging.getLogger(__name__)
 
 SERVICE = relay_pb2.DESCRIPTOR.services_by_name["Relay"]
 IDLE_SECONDS = 15.0
+POLL_SECONDS = 1.0
+
+
+async def _every(seconds: float) -> AsyncIterator[float]:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(seconds)
+        yield loop.time()
 
 
 class RelayError(Exception):
@@ -171,20 +180,20 @@ class Relay:
             self._daemon = None  # reaped
         return self._daemon is not None or self._daemon_runs()
 
-    async def watch_idle(self) -> None:
+    async def watch_idle(self, polls: AsyncIterator[float] | None = None) -> None:
         """Set :attr:`idle` once nothing needed us for :data:`IDLE_SECONDS`
-        (unsupervised, or supervised with ``relay_exit_idle``)."""
+        (unsupervised, or supervised with ``relay_exit_idle``). ``polls`` yields the
+        time of each look (default: every :data:`POLL_SECONDS` on the loop's clock;
+        tests drive their own)."""
         if self.config.supervised and not self.config.relay_exit_idle:
             return
         idle_since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(1.0)
+        async for now in polls or _every(POLL_SECONDS):
             if self._needed():
                 idle_since = None
             elif idle_since is None:
-                idle_since = loop.time()
-            elif loop.time() - idle_since >= IDLE_SECONDS:
+                idle_since = now
+            elif now - idle_since >= IDLE_SECONDS:
                 what = "no sandbox" if self.config.supervised else "no daemon"
                 log.info("no containerd connection and %s for %.0f s", what, IDLE_SECONDS)
                 self.idle.set()

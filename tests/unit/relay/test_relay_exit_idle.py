@@ -5,7 +5,7 @@ has no sandbox, for IDLE_SECONDS; the systemd unit's relay (no such flag) never 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,30 +33,57 @@ def sandbox_state(run_dir: Path) -> Path:
     return path
 
 
-async def test_a_relay_started_on_demand_leaves_once_no_sandbox_remains(
-    run_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(relay_module, "IDLE_SECONDS", 0.5)
+class Polls:
+    """The relay's idle watch, one look at a time when the test says, on a clock that
+    moves by a second per look: no wall-clock margin decides the outcome."""
+
+    def __init__(self, relay: Relay) -> None:
+        self.relay = relay
+        self.now = 0.0
+        self._go: asyncio.Queue[None] = asyncio.Queue()
+        self._looked: asyncio.Queue[None] = asyncio.Queue()
+
+    async def times(self) -> AsyncIterator[float]:
+        while True:
+            await self._go.get()
+            self.now += 1.0
+            yield self.now
+            self._looked.put_nowait(None)  # asked for the next: this look is done
+
+    async def look(self) -> bool:
+        """Let the watch look once; whether it then found the relay idle."""
+        self._go.put_nowait(None)
+        looked = asyncio.ensure_future(self._looked.get())
+        idle = asyncio.ensure_future(self.relay.idle.wait())
+        await asyncio.wait([looked, idle], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        looked.cancel()
+        idle.cancel()
+        return self.relay.idle.is_set()
+
+
+async def test_a_relay_started_on_demand_leaves_once_no_sandbox_remains(run_dir: Path) -> None:
     state = sandbox_state(run_dir)
     config = Settings(
         run_dir, run_dir / "state", "pod-vm", None, supervised=True, relay_exit_idle=True
     )
     relay = Relay(config)
     await relay.start()
+    polls = Polls(relay)
     try:
-        watcher = asyncio.create_task(relay.watch_idle())
-        await asyncio.sleep(2.5)
-        assert not relay.idle.is_set()  # a sandbox: containerd may be restarting
+        watcher = asyncio.create_task(relay.watch_idle(polls.times()))
+        for _ in range(30):
+            assert not await polls.look()  # a sandbox: containerd may be restarting
         state.unlink()
         async with await Client.connect_unix(config.relay_socket) as client:
-            for _ in range(3):  # a shim's start, a task not created yet, keeps us
+            for _ in range(30):  # a shim's start, a task not created yet, keeps us
                 await ServiceStub(client, RELAY).Listen(
                     relay_pb2.ListenRequest(namespace="k8s.io"), timeout=10
                 )
-                await asyncio.sleep(0.9)
-                assert not relay.idle.is_set()
-        await asyncio.wait_for(relay.idle.wait(), 10)
-        await watcher
+                assert not await polls.look()
+        # Idle from the first look that found nothing; left IDLE_SECONDS later.
+        idle_after = [await polls.look() for _ in range(int(relay_module.IDLE_SECONDS) + 1)]
+        assert idle_after == [False] * int(relay_module.IDLE_SECONDS) + [True]
+        await asyncio.wait_for(watcher, 30)
     finally:
         await relay.close()
 
