@@ -53,6 +53,8 @@ GUEST_VOLUMES = PurePosixPath("/run/kata-containers/sandbox")
 KEPT_CURRENT = frozenset({Kind.CONFIG_MAP, Kind.SECRET, Kind.PROJECTED, Kind.DOWNWARD_API})
 COPIED_ONCE = frozenset({Kind.SUB_PATH, Kind.ETC_HOSTS, Kind.TERMINATION_LOG, Kind.HOST_PATH})
 LEFT_TO_GUEST = frozenset({Kind.POD_FILE, Kind.SHM})
+# Made by the guest: nothing to read or copy.
+IN_GUEST = LEFT_TO_GUEST | {Kind.EMPTY_DIR}
 _LEAF = re.compile(r"[^A-Za-z0-9._-]")
 T = TypeVar("T")
 
@@ -75,6 +77,16 @@ class Prepared:
 
     mounts: list[dict[str, Any]]
     storages: list[agent_pb2.Storage]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """A copy read from the host: ``entries`` (tree.read_tree); for a kept-current
+    volume also the ``..data`` version they are and the volume directory itself."""
+
+    entries: list[tree.Entry]
+    version: str = ""
+    root: tree.Entry | None = None
 
 
 @dataclass
@@ -149,9 +161,10 @@ class PodVolumes:
 
         ``sandbox``: the pod's own (pause) container, whose program is the guest's; its
         binds other than the pod files and /dev/shm are not used (logged). Raises
-        VolumeError naming the mount. Every mount is classified (and refused) before
-        anything is copied; a copy failing later (the cap, the policy) leaves the copies
-        made before it in the guest until the pod ends."""
+        VolumeError naming the mount. Every mount is classified (and refused) and every
+        copy read from the host (and held to the cap) before anything is sent; a copy
+        the policy refuses leaves the ones sent before it in the guest until the pod
+        ends."""
         plan: list[tuple[Mapping[str, Any], Classified | None]] = []
         for mount in mounts:
             if not layout.is_bind(mount):
@@ -168,17 +181,27 @@ class PodVolumes:
                     plan.append((mount, self._refuse(classified)))
                 except VolumeError as err:
                     raise VolumeError(f"container {container_id}: {err}") from err
+        # Every copy read (and checked against the cap) before the first one is sent.
+        payloads = [
+            self._read(container_id, c) if c is not None and c.kind not in IN_GUEST else None
+            for _, c in plan
+        ]
         storages: dict[str, agent_pb2.Storage] = {}
         atomics: list[Atomic] = []
 
-        async def one(mount: Mapping[str, Any], planned: Classified | None) -> dict[str, Any]:
+        async def one(
+            mount: Mapping[str, Any], planned: Classified | None, payload: Payload | None
+        ) -> dict[str, Any]:
             if planned is None:
                 return dict(mount)
-            return await self._provide(container_id, mount, planned, storages, atomics)
+            return await self._provide(
+                container_id, mount, planned, payload, storages=storages, atomics=atomics
+            )
 
         # The volumes are copied side by side (each one in order: see _send).
         started, before = time.monotonic(), self._sent
-        out = await _all(one(mount, planned) for mount, planned in plan)
+        jobs = zip(plan, payloads, strict=True)
+        out = await _all(one(mount, planned, payload) for (mount, planned), payload in jobs)
         if self._sent != before:
             requests, sent = (now - then for now, then in zip(self._sent, before, strict=True))
             log.info("container %s: volumes provided in %.1f ms (%d CopyFile requests, %d bytes)",
@@ -228,11 +251,28 @@ class PodVolumes:
             )
         return c
 
+    def _read(self, cid: str, c: Classified) -> Payload:
+        """What will be copied for ``c``, read now. Raises VolumeError (the cap, not the
+        atomic writer's layout, unreadable)."""
+        try:
+            if c.kind in KEPT_CURRENT:
+                root = _directory(c)
+                version = self._data_version(c)
+                entries = tree.read_tree(c.source / version, c.describe(), self.cap)
+                return Payload(entries, version, root)
+            return Payload(tree.read_tree(c.source, c.describe(), self.cap))
+        except VolumeError as err:
+            raise VolumeError(f"container {cid}: {err}") from err
+        except OSError as err:
+            raise VolumeError(f"container {cid}: {c.describe()}: cannot be read: {err}") from err
+
     async def _provide(
         self,
         cid: str,
         mount: Mapping[str, Any],
         c: Classified,
+        payload: Payload | None,
+        *,
         storages: dict[str, agent_pb2.Storage],
         atomics: list[Atomic],
     ) -> dict[str, Any]:
@@ -243,12 +283,16 @@ class PodVolumes:
             storage = self._empty_dir(c)
             storages[storage.mount_point] = storage
             return {**rewritten, "source": storage.mount_point}
+        assert payload is not None
         guest = guest_path(cid, c)
         try:
-            if c.kind in KEPT_CURRENT:
-                atomics.append(await self._copy_atomic(Atomic(cid, c, guest)))
+            if payload.root is not None:
+                atomic = Atomic(cid, c, guest)
+                await self._send([payload.root], guest)
+                await self._copy_version(atomic, payload.version, payload.entries)
+                atomics.append(atomic)
             else:
-                await self._send(tree.read_tree(c.source, c.describe(), self.cap), guest)
+                await self._send(payload.entries, guest)
         except VolumeError as err:
             raise VolumeError(f"container {cid}: {err}") from err
         except SandboxError as err:
@@ -272,17 +316,6 @@ class PodVolumes:
             mount_point=str(GUEST_VOLUMES / "ephemeral" / name),
         )  # fmt: skip
 
-    async def _copy_atomic(self, atomic: Atomic) -> Atomic:
-        c = atomic.mount
-        info = c.source.lstat()
-        if not stat.S_ISDIR(info.st_mode):
-            raise VolumeError(f"{c.describe()}: not a directory")
-        root = tree.Entry("", info.st_mode, info.st_uid, info.st_gid)
-        for request in tree.requests([root], atomic.guest):
-            await self._copy(request)
-        await self._copy_version(atomic, self._data_version(c))
-        return atomic
-
     @staticmethod
     def _data_version(c: Classified) -> str:
         try:
@@ -295,11 +328,15 @@ class PodVolumes:
             raise VolumeError(f"{c.describe()}: ..data points at {version!r}")
         return version
 
-    async def _copy_version(self, atomic: Atomic, version: str) -> None:
-        """Copy ``version`` completely, then swap ``..data``, then add new visible names."""
+    async def _copy_version(
+        self, atomic: Atomic, version: str, entries: list[tree.Entry] | None = None
+    ) -> None:
+        """Copy ``version`` (``entries``: read already) completely, then swap ``..data``,
+        then add new visible names."""
         c = atomic.mount
-        await self._send(tree.read_tree(c.source / version, c.describe(), self.cap),
-                         atomic.guest / version)  # fmt: skip
+        if entries is None:
+            entries = tree.read_tree(c.source / version, c.describe(), self.cap)
+        await self._send(entries, atomic.guest / version)
         await self._copy(tree.symlink(atomic.guest / "..data", version))
         atomic.version = version
         new: list[str] = []
@@ -399,6 +436,14 @@ class PodVolumes:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+
+
+def _directory(c: Classified) -> tree.Entry:
+    """The volume's own directory as an entry. Raises VolumeError, OSError."""
+    info = c.source.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise VolumeError(f"{c.describe()}: not a directory")
+    return tree.Entry("", info.st_mode, info.st_uid, info.st_gid)
 
 
 async def _all(calls: Iterable[Awaitable[T]]) -> list[T]:

@@ -168,10 +168,12 @@ def test_tmpfs_size_from_mountinfo(tmp_path: Path) -> None:
 async def test_oversized_volume_fails_naming_it(
     kubelet: KubeletPod, guest: FakeGuest, tmp_path: Path
 ) -> None:
+    kubelet.atomic("configmap", "small", {"a": b"x"}, "/etc/small")
     kubelet.atomic("configmap", "big", {"a": b"x" * 600, "b": b"y" * 600}, "/etc/big")
     volumes = PodVolumes(guest, kubelet.root, cap=1000)
     with pytest.raises(VolumeError, match=r"mount /etc/big \(configMap big, .*than 1000 bytes"):
         await volumes.prepare(CID, oci_mounts(kubelet.mounts(), tmp_path))
+    assert guest.requests == []  # read before anything is sent: nothing half-copied
 
 
 async def test_refused_copy_fails_with_the_policys_reason(
