@@ -11,7 +11,6 @@ of the exit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -21,6 +20,8 @@ from agent.stdio.fifo import FifoError, InputFifo, OutputFifo
 log = logging.getLogger(__name__)
 
 CHUNK = 32768
+# How long close() waits for the cancelled pumps.
+CLOSE_SECONDS = 5.0
 
 
 class ProcessIO(Protocol):
@@ -112,9 +113,15 @@ class StdioBridge:
         if self._stdin is not None:
             self._stdin.close()
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = CLOSE_SECONDS) -> None:
+        """Stop the pumps and wait up to ``timeout`` seconds for them to end (a Task
+        request waits on this: it must not wait forever on a pump that ignores its
+        cancellation); one still running is logged and left behind."""
         self.close_now()
         tasks = [*self._out_tasks, *([self._in_task] if self._in_task else [])]
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if not tasks:
+            return
+        _, stuck = await asyncio.wait(tasks, timeout=timeout)
+        if stuck:
+            log.error("%s: %d stdio pump(s) still running %s s after close", self.name,
+                      len(stuck), timeout)  # fmt: skip

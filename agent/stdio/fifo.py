@@ -10,6 +10,14 @@ stdin). Our ends never block at open:
   our own so that reading does not see end-of-file before containerd has opened its
   end; ``CloseIO`` drops that extra writer, after which containerd closing its end
   is the end of input.
+
+Waiting for a FIFO to become readable or writable registers its fd with the event
+loop; closing our end first takes that registration back (and wakes the waiter with
+FifoError). Closing the fd first would leave the loop's selector holding a key for a
+number the kernel hands out again: the next file opened under it (a socket of gRPC,
+of ttrpc) is then never polled, and whoever waits on it waits forever (issue 14: a
+terminal exec deleted while containerd still held its stdin, then every later
+container's image lookup hung).
 """
 
 from __future__ import annotations
@@ -31,44 +39,92 @@ def _open(path: str, flags: int) -> int:
         raise FifoError(f"cannot open FIFO {path}: {err}") from err
 
 
-class OutputFifo:
+class _FifoEnd:
+    """One end of a FIFO, non-blocking, with at most one wait on the event loop."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+        # (loop, future, writer) while a coroutine waits for the fd.
+        self._waiting: tuple[asyncio.AbstractEventLoop, asyncio.Future[None], bool] | None = None
+
+    def _open_fd(self) -> int:
+        if self.fd < 0:
+            raise FifoError(f"FIFO {self.path} is closed")
+        return self.fd
+
+    async def _wait(self, writer: bool) -> None:
+        """Until the fd is writable (``writer``) or readable; FifoError when our end is
+        closed meanwhile."""
+        loop = asyncio.get_running_loop()
+        fd = self._open_fd()
+        if self._waiting is not None:
+            raise FifoError(f"FIFO {self.path}: already waited on")
+        ready: asyncio.Future[None] = loop.create_future()
+        if writer:
+            loop.add_writer(fd, _wake, ready)
+        else:
+            loop.add_reader(fd, _wake, ready)
+        self._waiting = (loop, ready, writer)
+        try:
+            await ready
+        finally:
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        """Take the loop's registration back while the fd is still ours."""
+        if self._waiting is None:
+            return
+        loop, ready, writer = self._waiting
+        self._waiting = None
+        if writer:
+            loop.remove_writer(self.fd)
+        else:
+            loop.remove_reader(self.fd)
+        if not ready.done():
+            ready.set_exception(FifoError(f"FIFO {self.path} was closed"))
+
+    def _close_fd(self) -> None:
+        if self.fd >= 0:
+            self._unwatch()
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+class OutputFifo(_FifoEnd):
     """Our writing end of a stdout/stderr FIFO."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = _open(path, os.O_RDWR)
+        super().__init__(path, _open(path, os.O_RDWR))
 
     async def write_all(self, data: bytes) -> None:
-        """Write every byte, waiting while the pipe is full; raises FifoError."""
-        loop = asyncio.get_running_loop()
+        """Write every byte, waiting while the pipe is full; raises FifoError (also
+        when our end is or gets closed)."""
         view = memoryview(data)
         while view:
             try:
-                written = os.write(self.fd, view)
+                written = os.write(self._open_fd(), view)
             except BlockingIOError:
-                ready = loop.create_future()
-                loop.add_writer(self.fd, ready.set_result, None)
-                try:
-                    await ready
-                finally:
-                    loop.remove_writer(self.fd)
+                await self._wait(writer=True)
                 continue
             except OSError as err:
                 raise FifoError(f"cannot write to FIFO {self.path}: {err}") from err
             view = view[written:]
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._close_fd()
 
 
-class InputFifo:
+class InputFifo(_FifoEnd):
     """Our reading end of a stdin FIFO, plus the writer end that keeps it open."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd = _open(path, os.O_RDONLY)
+        super().__init__(path, _open(path, os.O_RDONLY))
         try:
             self._hold = _open(path, os.O_WRONLY)
         except FifoError:
@@ -82,29 +138,22 @@ class InputFifo:
             self._hold = -1
 
     async def read(self, size: int = 65536) -> bytes:
-        """Up to ``size`` bytes; empty at end of input. Raises FifoError."""
-        loop = asyncio.get_running_loop()
+        """Up to ``size`` bytes; empty at end of input. Raises FifoError (also when our
+        end is or gets closed)."""
         while True:
             try:
-                return os.read(self.fd, size)
+                return os.read(self._open_fd(), size)
             except BlockingIOError:
                 pass
             except OSError as err:
                 if err.errno == errno.EINTR:
                     continue
                 raise FifoError(f"cannot read FIFO {self.path}: {err}") from err
-            ready = loop.create_future()
-            loop.add_reader(self.fd, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_reader(self.fd)
+            await self._wait(writer=False)
 
     def close(self) -> None:
         self.release()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self._close_fd()
 
 
 def is_fifo(path: str) -> bool:
