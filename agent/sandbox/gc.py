@@ -83,12 +83,12 @@ async def container_presence(
         reply = await containerd_client.unary(
             address, namespace, GET, request, containers_pb2.GetContainerResponse, timeout=timeout
         )
-    except grpc.aio.AioRpcError as err:
-        if err.code() is grpc.StatusCode.NOT_FOUND:
+    except containerd_client.ContainerdCallError as err:
+        if err.code is grpc.StatusCode.NOT_FOUND:
             return Presence.GONE
         raise ContainerdLookupError(
             f"container {namespace}/{container_id}: asking containerd ({address}) "
-            f"failed: {err.code().name}: {err.details()}"
+            f"failed: {err.code.name}: {err.details}"
         ) from err
     if reply.container.id != container_id:
         raise ContainerdLookupError(

@@ -8,6 +8,8 @@ content by the time the guest pulls. So a tag reference is resolved to
 pulled and unpacked for this container), through containerd's
 ``containerd.services.images.v1.Images/Get`` on its gRPC socket (the ``-address``
 containerd gives the shim). A reference already carrying a digest passes unchanged.
+The call is bounded whatever gRPC does (:mod:`agent.sandbox.containerd_client`): a
+container's Create waiting on it fails with a message rather than hanging.
 """
 
 from __future__ import annotations
@@ -71,15 +73,15 @@ async def image_target(
         reply = await containerd_client.unary(
             address, namespace, GET, request, images_pb2.GetImageResponse, timeout=timeout
         )
-    except grpc.aio.AioRpcError as err:
-        if err.code() is grpc.StatusCode.NOT_FOUND:
+    except containerd_client.ContainerdCallError as err:
+        if err.code is grpc.StatusCode.NOT_FOUND:
             raise ImageRefError(
                 f"image {name}: containerd has no image of that name in namespace "
                 f"{namespace}, so it cannot be pinned by digest"
             ) from err
         raise ImageRefError(
             f"image {name}: asking containerd ({address}) for its digest failed: "
-            f"{err.code().name}: {err.details()}"
+            f"{err.code.name}: {err.details}"
         ) from err
     return reply.image.target
 
