@@ -80,6 +80,19 @@ def _expire(waiter: asyncio.Future[bytes], timeout: float) -> None:
         waiter.set_exception(DeadlineExceeded(f"no response within {timeout:g}s"))
 
 
+async def _drain_unless_ended(connection: ClientConnection, waiter: asyncio.Future[bytes]) -> None:
+    """Wait for room to write, unless the call ends first: a peer that stops reading
+    must not hold a call past its deadline (the timer fails ``waiter``)."""
+    drained = asyncio.ensure_future(connection.drain())
+    try:
+        await asyncio.wait((drained, waiter), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not drained.done():
+            drained.cancel()
+    if not waiter.done():
+        drained.result()  # raises as drain() does (Unavailable once closed)
+
+
 class Client:
     """A ttrpc client over one connection. Use a constructor classmethod to make one."""
 
@@ -168,7 +181,7 @@ class Client:
         )
         try:
             if connection.write_paused:
-                await connection.drain()
+                await _drain_unless_ended(connection, waiter)
             raw = await waiter
         finally:
             if timer is not None:

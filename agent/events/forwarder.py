@@ -41,7 +41,10 @@ class _Route:
 
     async def _send(self, item: events_pb2.Envelope) -> None:
         if self.client is None or self.client.closed:
-            self.client = await Client.connect_unix(self.address.removeprefix("unix://"))
+            # Bounded too: a containerd whose listen backlog is full never accepts.
+            self.client = await asyncio.wait_for(
+                Client.connect_unix(self.address.removeprefix("unix://")), self.call_timeout
+            )
         stub = ServiceStub(self.client, EVENTS_SERVICE)
         await stub.Forward(events_pb2.ForwardRequest(envelope=item), timeout=self.call_timeout)
 

@@ -14,6 +14,9 @@ from agent.vm.errors import QemuError
 
 log = logging.getLogger(__name__)
 
+# QMP commands answer at once; a device's removal is awaited as an event, not here.
+COMMAND_SECONDS = 30.0
+
 
 class Monitor:
     """One QMP session to one QEMU: commands, status and device-removal events."""
@@ -37,10 +40,19 @@ class Monitor:
             raise QemuError(f"{self._name}: QMP session without a greeting")
         return dict(greeting.QMP.version)
 
-    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
-        """Run a QMP command; raises QemuError with QEMU's error text on failure."""
+    async def execute(
+        self,
+        command: str,
+        arguments: dict[str, Any] | None = None,
+        timeout: float = COMMAND_SECONDS,
+    ) -> Any:
+        """Run a QMP command; raises QemuError with QEMU's error text on failure, or when
+        QEMU has not answered within ``timeout`` seconds (a wedged QEMU or library must
+        not hold the Task request waiting on it forever)."""
         try:
-            return await self._client.execute(command, arguments)
+            return await asyncio.wait_for(self._client.execute(command, arguments), timeout)
+        except TimeoutError as err:
+            raise QemuError(f"{self._name}: QMP {command}: no answer within {timeout:g} s") from err
         except ExecuteError as err:
             raise QemuError(f"{self._name}: QMP {command} failed: {err.error.error.desc}") from err
         except QMPError as err:
