@@ -5,8 +5,8 @@ for runc and for our handler on the same node, with a pass/fail table side by si
 
 - the suite's images (:mod:`devkit.critest_images`) in the node's registry, served under
   the names critest uses through containerd registry mirrors (``hosts.toml`` for
-  ``registry.k8s.io`` and ``gcr.io`` naming the loopback registry); the guest's puller
-  gets the same mirrors in the pods' initdata (``imagepull.toml``);
+  ``registry.k8s.io``, ``gcr.io`` and ``k8s.gcr.io`` naming the loopback registry); the
+  guest's puller gets the same mirrors in the pods' initdata (``imagepull.toml``);
 - a CNI conflist chaining the standard ``portmap`` plugin after ours (hostPort specs);
 - a sandbox image whose process is named ``pause``;
 - a CRI proxy (:mod:`devkit.criproxy`) giving our handler's pods an initdata annotation

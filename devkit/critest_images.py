@@ -35,7 +35,8 @@ from devkit.errors import DevkitError
 
 K8S = "registry.k8s.io"
 GCR = "gcr.io"
-MIRRORED = (K8S, GCR)
+OLD_K8S = "k8s.gcr.io"
+MIRRORED = (K8S, GCR, OLD_K8S)
 STAGING = f"{GCR}/k8s-staging-cri-tools"
 E2E = f"{K8S}/e2e-test-images"
 WEB_PORT = 80
@@ -261,7 +262,8 @@ def suite_images() -> dict[str, ob.Image]:
         f"{STAGING}/test-image-user-username-group:latest": image(user="www-data:users"),
         f"{STAGING}/test-image-predefined-group:latest": predefined_group(),
     }
-    for name in (f"{K8S}/pause:3.9", f"{GCR}/pause:3.9"):  # critest v1.36's
+    # critest v1.36's image identifier specs: one image under three registries' names.
+    for name in (f"{K8S}/pause:3.9", f"{GCR}/pause:3.9", f"{OLD_K8S}/pause:3.9"):
         images[name] = pause()
     for n in (1, 2, 3):
         images[f"{STAGING}/test-image-{n}:latest"] = marked(str(n))
