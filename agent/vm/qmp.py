@@ -133,9 +133,12 @@ class Monitor:
     def remove_listener(self, listener: EventListener) -> None:
         self._client.remove_listener(listener)
 
-    async def close(self) -> None:
-        """Disconnect; errors of a connection QEMU already closed are not interesting."""
+    async def close(self, timeout: float = COMMAND_SECONDS) -> None:
+        """Disconnect; errors of a connection QEMU already closed are not interesting.
+        Given up after ``timeout`` seconds (logged): a VM's teardown must not hang on it."""
         try:
-            await self._client.disconnect()
+            await asyncio.wait_for(self._client.disconnect(), timeout)
+        except TimeoutError:
+            log.warning("%s: QMP disconnect took over %g s, abandoned", self._name, timeout)
         except (QMPError, EOFError, OSError) as err:
             log.debug("%s: QMP disconnect: %s", self._name, err)
