@@ -39,6 +39,7 @@ DEFAULT_PEERS_CACHE = Path("/var/tmp/contrast-peers")
 DEBIAN = "1.6"
 PEER_VERSIONS = ("2.0.11", "2.3.4")
 VERSIONS = (DEBIAN, *PEER_VERSIONS)
+RUNC_SHIM_TAG = "2.3.4"  # the release whose containerd-shim-runc-v2 the peers carry
 CONFIG_DEFAULT_TIMEOUT = 60.0
 INSTALL_TIMEOUT = 300.0
 
@@ -106,10 +107,31 @@ def release(version: str = DEBIAN, peers: Path = PEERS) -> ContainerdRelease:
         return ContainerdRelease(DEBIAN)
     if version not in PEER_VERSIONS:
         raise DevkitError(f"unknown containerd version {version!r}; known: {', '.join(VERSIONS)}")
-    bin_dir = unpacked_peers(peers) / f"v{version}" / "bin"
+    cache = unpacked_peers(peers)
+    bin_dir = cache / f"v{version}" / "bin"
     if not (bin_dir / "containerd").exists():
         raise ReleaseMissing(f"{peers}: install.sh made no {bin_dir / 'containerd'}")
+    if version != RUNC_SHIM_TAG:
+        bin_dir = _without_runc_shim(bin_dir, cache / f"node-v{version}" / "bin")
     return ContainerdRelease(version, bin_dir)
+
+
+def _without_runc_shim(peer_bin: Path, own: Path) -> Path:
+    """``own``: the peer's containerd and ctr, but not the runc shim install.sh links
+    there. The peers' only runc shim is 2.3.4's, and containerd 2.0.11 fails to start it
+    for a CRI pod ("failed to create TTRPC connection: unsupported protocol: Yunix": by
+    the look of it a protobuf BootstrapResult, its address's length byte "Y" first, read
+    as a plain address), so runc pods on 2.0.11 use Debian's containerd-shim-runc-v2
+    (1.6, task API v2) instead: seen working for a CRI pod and container here."""
+    own.mkdir(parents=True, exist_ok=True)
+    for name in ("containerd", "ctr"):
+        link, target = own / name, (peer_bin / name).resolve()
+        if not link.is_symlink() or link.resolve() != target:
+            temp = own / f".{name}.{os.getpid()}"
+            temp.unlink(missing_ok=True)
+            temp.symlink_to(target)
+            temp.replace(link)  # atomic: concurrent sessions see one or the other
+    return own
 
 
 DEBIAN_RELEASE = ContainerdRelease(DEBIAN)
