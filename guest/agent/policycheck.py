@@ -30,6 +30,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,9 +108,17 @@ def _run_child(text: str, name: str, timeout: float, bundle: int) -> dict[str, o
     try:
         os.close(go_w)  # EOF: the child may start
         output, finished = _read_until_eof(out_r, timeout)
-    finally:
+    except BaseException:
         os.close(out_r)
-        status = _end(pidfd)
+        _end(pidfd)
+        raise
+    os.close(out_r)
+    if finished and (verdict := _ok(output)) is not None:
+        # The child closed its end before exiting: it is tearing down (slow under TCG
+        # for a copy of the agent), which need not hold up the agent's start.
+        threading.Thread(target=_end, args=(pidfd,), name="policy-check-reap", daemon=True).start()
+        return verdict
+    status = _end(pidfd)
     if not finished:
         raise PolicyError(
             f"{name}: checking the policy took longer than {timeout:g} s "
@@ -118,15 +127,24 @@ def _run_child(text: str, name: str, timeout: float, bundle: int) -> dict[str, o
     return _judge(name, output, status)
 
 
+def _ok(output: bytes) -> dict[str, object] | None:
+    """The child's verdict if it says the policy compiled, else None."""
+    try:
+        verdict = json.loads(output.decode(errors="replace"))
+    except ValueError:
+        return None
+    return verdict if isinstance(verdict, dict) and verdict.get("ok") is True else None
+
+
 def _judge(name: str, output: bytes, status: int | None) -> dict[str, object]:
     """The child's verdict when it compiled the policy; else raises PolicyError."""
+    if (ok := _ok(output)) is not None:
+        return ok
     text = output.decode(errors="replace")
     try:
         verdict = json.loads(text)
     except ValueError:
         verdict = None
-    if isinstance(verdict, dict) and verdict.get("ok") is True:
-        return verdict
     if isinstance(verdict, dict) and isinstance(verdict.get("error"), str):
         raise PolicyError(verdict["error"])
     crash = next((line for line in text.splitlines() if line.startswith(CRASH_MARK)), "")
@@ -208,6 +226,7 @@ def _child(  # pragma: no cover
         view = memoryview(data)
         while view:
             view = view[os.write(out_w, view) :]
+        os.close(out_w)  # the agent's EOF now, not after this process is torn down
     finally:
         os._exit(code)
 
