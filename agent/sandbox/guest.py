@@ -115,7 +115,7 @@ class GuestSandbox:
             )
             request.OCI.Root.Path = mount_point
         request.storages.extend(prepared.storages)
-        request.sandbox_pidns = True
+        request.sandbox_pidns = shares_pod_pid_namespace(spec.oci)
         try:
             await self._call("CreateContainer", request)
         except BaseException:
@@ -246,3 +246,13 @@ class GuestSandbox:
         await self.agent.close()
         if self._on_close is not None:
             await self._on_close()
+
+
+def shares_pod_pid_namespace(oci: dict[str, Any]) -> bool:
+    """Whether the container joins the pod's PID namespace in the guest (as Kata's
+    ``sandbox_pidns``). CRI's spec says it: the ``pid`` namespace has a path (the
+    sandbox's, ``NamespaceMode`` POD) or none for a namespace of the container's own
+    (CONTAINER). A spec without a ``pid`` entry keeps the pod's."""
+    namespaces = (oci.get("linux") or {}).get("namespaces") or []
+    pid = [ns for ns in namespaces if isinstance(ns, dict) and ns.get("type") == "pid"]
+    return not pid or bool(pid[0].get("path"))

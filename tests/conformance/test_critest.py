@@ -2,7 +2,7 @@
 same CRI node (devkit.critest), the table side by side written and printed.
 
 - ``test_focused_subset`` (every ``pytest -m ""`` run): a few specs that cover a pod's
-  life (RunPodSandbox, a container started, ExecSync) pass for both handlers, and a
+  life (RunPodSandbox, a container started, ExecSync, port-forward) pass for both handlers, and a
   host-network pod is refused on ours at RunPodSandbox with the message naming
   ``hostNetwork``, leaving nothing behind (no QEMU, veth, mount, state).
 - ``test_full_suite`` (``CONTRAST_CRITEST_FULL=1``): the whole suite; every spec that
@@ -34,6 +34,7 @@ FOCUS = (
     r"runtime should support running PodSandbox \[Conformance\]",
     r"runtime should support starting container \[Conformance\]",
     r"runtime should support execSync \[Conformance\]",
+    r"runtime should support portforward \[Conformance\]",
     r"runtime should support HostNetwork is true",
 )
 OUT = Path(__file__).parents[2] / "build" / "critest"
