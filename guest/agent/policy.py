@@ -33,7 +33,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from regopy import Bundle, BundleFormat, Interpreter, RegoError
 
@@ -207,6 +207,16 @@ class Policy:
         except TimeoutError:
             return self._overran(request)
 
+    async def alone(self, job: Callable[[], T]) -> T:
+        """Run ``job`` on this policy's thread, after the evaluations queued before it
+        and before any queued after, without a time bound. SetPolicy checks the new
+        policy this way, so its fork never copies the agent while this thread is inside
+        regopy (the child could inherit a lock held mid-call). A disabled policy's
+        thread is stuck in its runaway query: the job runs on a thread of its own."""
+        if self._disabled:
+            return await asyncio.to_thread(job)
+        return await asyncio.wrap_future(self._worker.submit(job))
+
     def _overran(self, request: str) -> Decision:
         self._disabled = (
             f"policy evaluation of {request} took longer than {self.eval_timeout:g} s: "
@@ -275,7 +285,8 @@ class Policy:
             raise
 
 
-Job = tuple[Callable[[], Decision], "Future[Decision]"]
+T = TypeVar("T")
+Job = tuple[Callable[[], Any], "Future[Any]"]
 
 
 class _Worker:
@@ -290,8 +301,8 @@ class _Worker:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, job: Callable[[], Decision]) -> Future[Decision]:
-        future: Future[Decision] = Future()
+    def submit(self, job: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(

@@ -142,7 +142,9 @@ class AgentService:
     ) -> empty_pb2.Empty:
         # A policy that does not compile is refused and the old one stays in force. It
         # is compiled in a child first (a crash must not end the agent), off the loop.
-        self.policy = await asyncio.to_thread(untrusted, request.policy, "policy.rego")
+        self.policy = await self.policy.alone(
+            functools.partial(untrusted, request.policy, "policy.rego")
+        )
         log.info("policy replaced by SetPolicy")
         return empty_pb2.Empty()
 

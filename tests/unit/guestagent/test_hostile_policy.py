@@ -192,3 +192,18 @@ async def test_set_policy_refuses_a_crashing_policy_and_keeps_the_old_one(
 
 
 DETAILS_DENIED = 'package agent_policy\n\npolicy_reason := "replaced"\n'
+
+
+async def test_set_policys_check_runs_between_evaluations_on_the_policys_thread() -> None:
+    policy = Policy(GOOD)
+    assert await policy.alone(lambda: threading.current_thread().name) == "policy"
+
+
+async def test_a_disabled_policys_stuck_thread_does_not_hold_up_set_policy() -> None:
+    policy = Policy(SLOW_RULE + "SetPolicyRequest := true\n", eval_timeout=0.05)
+    try:
+        assert not (await policy.decide("GuestDetailsRequest", {})).allowed  # now disabled
+        name = await asyncio.wait_for(policy.alone(lambda: threading.current_thread().name), 30)
+        assert name != "policy"
+    finally:
+        join_runaway(policy)
