@@ -13,6 +13,7 @@ import base64
 import json
 from dataclasses import dataclass
 
+from agent.vm.blockdev import blockdev_json as host_blockdev_json
 from agent.vm.config import (
     Accel,
     Disk,
@@ -41,6 +42,11 @@ class PassedFds:
     qmp: int
     agent: int | None = None
     tap: int | None = None
+    block: tuple[int, ...] = ()  # open fds of config.block_devices, in order
+
+
+# Fd sets of cold-plugged block devices: far above those add-fd picks for hotplugs.
+COLD_FDSET_BASE = 1000
 
 
 def hotplug_port(index: int) -> str:
@@ -169,6 +175,19 @@ def _user_net_args(net: UserNet) -> list[str]:
     return ["-netdev", opts("user", id=net.id), "-device", _json(nic)]
 
 
+def _block_device_args(config: VMConfig, fds: PassedFds) -> list[str]:
+    if len(fds.block) != len(config.block_devices):
+        raise ValueError(f"{len(config.block_devices)} block devices need as many open fds")
+    args: list[str] = []
+    for index, (device, fd) in enumerate(zip(config.block_devices, fds.block, strict=True)):
+        fdset = COLD_FDSET_BASE + index
+        disk = Disk(device.id, device.path, device.read_only, device.serial)
+        args += ["-add-fd", opts("", fd=fd, set=fdset, opaque=device.id).lstrip(",")]
+        args += ["-blockdev", _json(host_blockdev_json(device, fdset))]
+        args += ["-device", _json(device_json(disk))]
+    return args
+
+
 def build_argv(config: VMConfig, fds: PassedFds) -> list[str]:
     """The complete QEMU command line for ``config``."""
     args = [
@@ -207,6 +226,7 @@ def build_argv(config: VMConfig, fds: PassedFds) -> list[str]:
     ]
     for disk in (config.root, *config.disks):
         args += ["-blockdev", _json(blockdev_json(disk)), "-device", _json(device_json(disk))]
+    args += _block_device_args(config, fds)
     args += _transport_args(config, fds)
     if config.net is not None:
         args += _net_args(config.net, fds)

@@ -75,6 +75,27 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class HostBlockDevice:
+    """A host block device node given to the VM as a virtio-blk disk (a block volume,
+    the secure image store's disk): ``id`` names it in QEMU, ``serial`` in the guest.
+    QEMU gets an fd we open (:mod:`agent.vm.blockdev`), never the path."""
+
+    id: str
+    path: Path
+    serial: str
+    read_only: bool = False
+
+    def __post_init__(self) -> None:
+        ident(self.id, f"block device {self.path} id")
+        _check_path(self.path, f"block device {self.id} path")
+        if not _SERIAL.match(self.serial):
+            raise ConfigError(
+                f"block device {self.path} serial: {self.serial!r} must be 1-20 of "
+                "A-Z a-z 0-9 _ -"
+            )
+
+
+@dataclass(frozen=True)
 class VirtioSerialTransport:
     """ttrpc over a virtio-serial port; QEMU's end is a unix socket the host connects to."""
 
@@ -193,6 +214,8 @@ class VMConfig:
     snp: SnpLaunch | None = None
     tdx: TdxLaunch | None = None
     disks: tuple[Disk, ...] = field(default_factory=tuple)
+    # Cold-plugged at launch (on the root bus: they stay until the VM ends).
+    block_devices: tuple[HostBlockDevice, ...] = field(default_factory=tuple)
     net: NetDevice | None = None
     user_net: UserNet | None = None
     hotplug_slots: int = 4
@@ -213,7 +236,7 @@ class VMConfig:
         for param in self.cmdline:
             if not _CMDLINE_PARAM.match(param):
                 raise ConfigError(f"kernel command line parameter {param!r} is not allowed")
-        ids = [self.root.id, *(d.id for d in self.disks)]
+        ids = [self.root.id, *(d.id for d in self.disks), *(b.id for b in self.block_devices)]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"disk ids must be unique: {ids}")
         self._check_platform()

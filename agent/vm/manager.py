@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
@@ -25,8 +26,9 @@ from typing import Any
 
 from agent.vm import console
 from agent.vm.argv import PassedFds, blockdev_json, build_argv, device_json, hotplug_port
+from agent.vm.blockdev import open_block_device
 from agent.vm.config import Disk, VirtioSerialTransport, VMConfig
-from agent.vm.errors import BootError, QemuError, VerityError, VMExitedError
+from agent.vm.errors import BootError, HotplugError, QemuError, VerityError, VMExitedError
 from agent.vm.process import ExitInfo, QemuProcess
 from agent.vm.qmp import Monitor
 
@@ -73,7 +75,8 @@ class VM:
         :meth:`QemuProcess.start`; its failure raises SpawnSetupError).
 
         Raises QemuError when QEMU fails to start or QMP does not come up (QEMU is
-        then killed and its sockets removed).
+        then killed and its sockets removed), HotplugError when one of
+        ``config.block_devices`` is not a block device (QEMU is not started).
         """
         config.console_log.parent.mkdir(parents=True, exist_ok=True)
         config.console_log.unlink(missing_ok=True)
@@ -82,18 +85,23 @@ class VM:
         if isinstance(config.transport, VirtioSerialTransport):
             listeners.append(_listen(config.transport.socket))
             agent_fd = listeners[1].fileno()
-        fds = PassedFds(qmp=listeners[0].fileno(), agent=agent_fd, tap=tap_fd)
         process = QemuProcess(config.name, config.console_log)
         vm = cls(config, process, Monitor(config.name))
+        block: list[int] = []
         try:
+            for device in config.block_devices:  # checked and opened here, not by QEMU
+                block.append(open_block_device(device.path, device.read_only)[0])
+            fds = PassedFds(listeners[0].fileno(), agent_fd, tap_fd, tuple(block))
             passed = [s.fileno() for s in listeners] + ([] if tap_fd is None else [tap_fd])
-            await process.start(build_argv(config, fds), passed, preexec)
-        except QemuError:
+            await process.start(build_argv(config, fds), [*passed, *block], preexec)
+        except (QemuError, HotplugError):
             vm._remove_sockets()
             raise
         finally:
             for sock in listeners:  # QEMU holds its own copies now
                 sock.close()
+            for fd in block:
+                os.close(fd)
         try:
             await vm._connect_qmp(qmp_timeout)
         except BaseException:

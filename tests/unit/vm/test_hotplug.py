@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,10 @@ from typing import Any
 import pytest
 
 from agent.vm import hotplug
-from agent.vm.errors import HotplugError, QemuError
+from agent.vm.argv import PassedFds, build_argv
+from agent.vm.config import HostBlockDevice, VirtioSerialTransport, VMConfig
+from agent.vm.errors import ConfigError, HotplugError, QemuError
+from agent.vm.manager import VM
 
 
 def a_host_block_device() -> Path | None:
@@ -79,7 +83,7 @@ def test_character_device_file_directory_and_missing_path_are_refused(tmp_path: 
     ],
 )
 def test_ids_serials_and_paths_are_checked(device_id: str, serial: str, path: str) -> None:
-    with pytest.raises(HotplugError, match="block device"):
+    with pytest.raises(ConfigError, match="block device"):
         hotplug.HostBlockDevice(device_id, Path(path), serial)
 
 
@@ -130,3 +134,38 @@ async def test_attached_are_the_devices_with_our_fd_sets() -> None:
     fdsets = {0: ["store"], 1: ["vol1"], 2: ["gone"]}
     state = QemuState(["initdata", "store", "vol1", "hp0"], fdsets)
     assert await hotplug.attached(state) == ["store", "vol1"]  # type: ignore[arg-type]
+
+
+def test_cold_plugged_block_device_is_passed_by_fd(base_config: VMConfig) -> None:
+    device = HostBlockDevice("store", Path("/dev/loop7"), "image-store")
+    config = dataclasses.replace(base_config, block_devices=(device,))
+    argv = build_argv(config, PassedFds(qmp=3, agent=4, block=(9,)))
+    at = argv.index("-add-fd")
+    assert argv[at : at + 6] == [
+        "-add-fd", "fd=9,set=1000,opaque=store",
+        "-blockdev", '{"cache":{"direct":true},"driver":"raw","file":{"cache":{"direct":true},'
+        '"driver":"host_device","filename":"/dev/fdset/1000","read-only":false},'
+        '"node-name":"store","read-only":false}',
+        "-device",
+        '{"drive":"store","driver":"virtio-blk-pci","id":"store","serial":"image-store"}',
+    ]  # fmt: skip
+    assert "/dev/loop7" not in " ".join(argv)  # QEMU gets the fd, never the path
+    with pytest.raises(ValueError, match="1 block devices need as many open fds"):
+        build_argv(config, PassedFds(qmp=3, agent=4))
+    with pytest.raises(ConfigError, match="disk ids must be unique"):
+        dataclasses.replace(base_config, block_devices=(HostBlockDevice("root", device.path, "x"),))
+
+
+async def test_launch_refuses_a_cold_plugged_character_device(
+    base_config: VMConfig, tmp_path: Path
+) -> None:
+    config = dataclasses.replace(
+        base_config,
+        console_log=tmp_path / "console.log",
+        qmp_socket=tmp_path / "qmp.sock",
+        transport=VirtioSerialTransport(tmp_path / "agent.sock"),
+        block_devices=(HostBlockDevice("vol", Path("/dev/null"), "vol"),),
+    )
+    with pytest.raises(HotplugError, match="/dev/null is a character device"):
+        await VM.launch(config)  # no QEMU started: the unit tier's guard would refuse it
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # sockets removed again
