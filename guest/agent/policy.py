@@ -76,7 +76,8 @@ class Decision:
 
 
 class Policy:
-    """One compiled policy plus its state document. Not thread-safe: one event loop."""
+    """One compiled policy plus its state document. Evaluations run one at a time on
+    the policy's own thread; call it from one event loop (or one thread)."""
 
     def __init__(
         self,
