@@ -89,12 +89,13 @@ def check_unused(device: BlockDevice, sys: Path = Path("/sys")) -> None:
     uses (held by device-mapper, e.g. under the verity root), before cryptsetup would
     touch it. Raises DeviceError."""
     block = sys / "class/block" / device.name
+    failed = f"secure mount of {device}: device check failed"
     if _read(block / "ro") == "1":
-        raise DeviceError(f"{device} is read-only")
+        raise DeviceError(f"{failed}: it is read-only")
     holders = block / "holders"
     used_by = sorted(p.name for p in holders.iterdir()) if holders.is_dir() else []
     if used_by:
-        raise DeviceError(f"{device} is in use by {', '.join(used_by)}")
+        raise DeviceError(f"{failed}: it is in use by {', '.join(used_by)}")
 
 
 def find_by_serial(serial: str, sys: Path = Path("/sys")) -> str:

@@ -86,7 +86,12 @@ class SecureStore:
         pulled) or StepError (a program failed), each naming the device and the step.
         """
         async with self._lock:
-            device = resolve(device_id, self.sys, self.dev)
+            try:
+                device = resolve(device_id, self.sys, self.dev)
+            except DeviceError as err:
+                raise DeviceError(
+                    f"secure mount of deviceId {device_id}: device lookup failed: {err}"
+                ) from err
             if device.size_bytes < self.min_bytes:
                 raise DeviceError(
                     f"secure mount of {device}: size check failed: {device.size_bytes} "

@@ -230,7 +230,8 @@ async def test_too_small_device_fails_naming_device_and_step(node: Node) -> None
 
 async def test_the_guests_own_disks_are_refused(node: Node) -> None:
     name, dev = await guest_disk(node, "contrast-root")  # attached read-only
-    with pytest.raises(ttrpc.FailedPrecondition, match=rf"/dev/{name} \({dev}\) is read-only"):
+    read_only = rf"/dev/{name} \({dev}\): device check failed: it is read-only"
+    with pytest.raises(ttrpc.FailedPrecondition, match=read_only):
         await node.mount.SecureMount(request(dev), timeout=60)
     name, dev = await guest_disk(node, "initdata")  # read-only, and 512 bytes
     with pytest.raises(ttrpc.FailedPrecondition, match=rf"/dev/{name} \({dev}\): size check"):

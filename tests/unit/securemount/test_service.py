@@ -137,6 +137,6 @@ async def test_allowed_request_goes_to_the_store(
     monkeypatch.setattr(store, "resolve", resolve)
     agent = FakeAgent(allow=True)
     guarded = service.PolicyCheckedSecureMount(agent, tmp_path / "images")  # type: ignore[arg-type]
-    with pytest.raises(ttrpc.FailedPrecondition, match="no block device 254:32"):
+    with pytest.raises(ttrpc.FailedPrecondition, match="254:32: device lookup failed: no block"):
         await guarded.SecureMount(request(), None)  # type: ignore[arg-type]
     assert (agent.checked, looked_up) == (["SecureMountRequest"], ["254:32"])
