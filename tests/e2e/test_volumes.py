@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -288,4 +289,55 @@ def test_volumes_in_the_pod_vm_as_on_runc(node: CriNode, kubelet_root: Path) -> 
         for kubelet in kubelets:
             kubelet.remove()
         shutil.rmtree(host_dir, ignore_errors=True)
+    assert node.leftovers() == []
+
+
+FOLLOW = """
+echo "cfg $(cat /etc/cfg/a)"
+while [ "$(cat /etc/cfg/a)" != v2 ]; do sleep 0.2; done
+printf 'v2 read after the restart' > /dev/termination-log
+"""
+
+
+def test_volumes_followed_across_a_daemon_crash(node: CriNode, kubelet_root: Path) -> None:
+    """The daemon SIGKILLed while the pod runs: the next one (started by the relay)
+    reattaches and follows the container's volumes again from its bundle, so a
+    configMap edited while no daemon ran reaches the container (which then exits), and
+    its termination message still comes back. Only CRI and files are read after the
+    crash: the container's output is not (stdio across a daemon crash is not this
+    test's subject)."""
+    assert node.cri.pull_image(node.image)
+    kubelet = KubeletPod(kubelet_root, "uid-vol-crash")
+    data = {document.POLICY_NAME: POLICY, "imagepull.toml": node.puller_settings()}
+    initdata = codec.encode_annotation(document.create(data, "sha384").raw)
+    pod = node.pod("vol-crash", {INITDATA: initdata})
+    kubelet.atomic("configmap", "cfg", {"a": b"v1"}, "/etc/cfg")
+    log = kubelet.termination_log("main")
+    pod_id = node.cri.run_pod_spec(pod, node.handler, timeout=POD_TIMEOUT).pod_sandbox_id
+    side = Side("vol-crash", kubelet, pod_id, log=Path(pod.log_directory) / "main.log")
+    try:
+        side.main = create_container(node.cri, pod_id, pod, "main", image=node.image,
+                                     command=["sh", "-c", FOLLOW], mounts=kubelet.mounts(),
+                                     timeout=POD_TIMEOUT)  # fmt: skip
+        node.cri.start_container(side.main, timeout=POD_TIMEOUT)
+        side.wait_for("cfg v1", POD_TIMEOUT)
+        first = node.node.daemon_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        kubelet.update("configmap", "cfg", {"a": b"v2"})  # while no daemon runs
+        deadline = time.monotonic() + POD_TIMEOUT
+        while node.node.daemon_pid() in (None, first) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the relay starts the next one; its pid file once it serves
+        assert node.node.daemon_pid() not in (None, first), node.node.daemon_log()[-3000:]
+        assert node.cri.wait_exited(side.main, timeout=UPDATE_TIMEOUT).exit_code == 0
+        assert log.read_text() == "v2 read after the restart"
+    except BaseException:
+        print(node.node.daemon_log()[-8000:])
+        raise
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            node.cri.stop_pod(pod_id)
+        with contextlib.suppress(grpc.RpcError):
+            node.cri.remove_pod(pod_id)
+        kubelet.remove()
     assert node.leftovers() == []
