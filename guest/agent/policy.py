@@ -101,7 +101,11 @@ class Policy:
         self._rules = set(RULES)
         self._input = "{}"
         self._rego, self._bundle = self._compile() if bundle is None else self._load(bundle)
-        self._allow_failures = self._constant(ALLOW_FAILURES_RULE) is True
+        try:
+            self._allow_failures = self._constant(ALLOW_FAILURES_RULE) is True
+        except PolicyError as err:  # as undefined: every request is still decided
+            log.warning("%s: %s; taken as false", name, err)
+            self._allow_failures = False
 
     def save(self, path: Path) -> None:
         """Write the compiled bundle (empty state) in regopy's binary format to ``path``.
@@ -163,17 +167,22 @@ class Policy:
         if rule not in self._rules:
             self._rules.add(rule)
             self._rego, self._bundle = self._compile()
-        out = self._rego.query_bundle_entrypoint(self._bundle, f"{PACKAGE}/{rule}")
-        # Read the printed form: regopy aborts the process on a binding of an
-        # undefined result, and frees nodes with their Output.
-        text = str(out)
-        if not out.ok():
-            raise PolicyError(f"evaluating {rule} failed: {_one_line(text)}")
-        if text == "undefined":
-            return None
-        expressions = json.loads(text)["expressions"]
-        if len(expressions) != 1:
-            raise PolicyError(f"evaluating {rule} gave {len(expressions)} results")
+        try:
+            out = self._rego.query_bundle_entrypoint(self._bundle, f"{PACKAGE}/{rule}")
+            # Read the printed form: regopy aborts the process on a binding of an
+            # undefined result, and frees nodes with their Output.
+            text = str(out)
+            if not out.ok():
+                raise PolicyError(f"evaluating {rule} failed: {_one_line(text)}")
+            if text == "undefined":
+                return None
+            expressions = json.loads(text)["expressions"]
+        # regopy's Output parses what the engine printed, which is not always JSON (a
+        # rule that is a function, ``policy_reason(x) := ...``): JSONDecodeError.
+        except (RegoError, ValueError, KeyError, TypeError) as err:
+            raise PolicyError(f"evaluating {rule} failed: {type(err).__name__}: {err}") from err
+        if not isinstance(expressions, list) or len(expressions) != 1:
+            raise PolicyError(f"evaluating {rule} gave no single result: {_one_line(text)}")
         return expressions[0]
 
     def reason(self) -> str:

@@ -207,3 +207,15 @@ async def test_a_disabled_policys_stuck_thread_does_not_hold_up_set_policy() -> 
         assert name != "policy"
     finally:
         join_runaway(policy)
+
+
+def test_a_rule_that_is_a_function_is_a_policy_error_not_a_json_error() -> None:
+    # Found by tests/unit/fuzz/test_rego_policies.py: regopy's Output raised
+    # JSONDecodeError for the entry point of a function, out of Policy() (the agent's
+    # build, which ends the agent) and out of every denial's policy_reason lookup.
+    text = "package agent_policy\n\npolicy_reason(x) := x\nCreateContainerRequest(x) := true\n"
+    policy = untrusted(text)
+    assert policy.reason() == ""
+    decision = policy.evaluate("CreateContainerRequest", {})
+    assert not decision.allowed
+    assert "evaluating CreateContainerRequest failed: JSONDecodeError" in decision.reason
