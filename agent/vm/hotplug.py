@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+from agent.vm.argv import device_json
 from agent.vm.blockdev import blockdev_json, check_block_device, open_block_device
 from agent.vm.config import Disk, HostBlockDevice
 from agent.vm.errors import HotplugError, QemuError
@@ -29,7 +31,10 @@ from agent.vm.manager import VM
 from agent.vm.qmp import Monitor
 
 log = logging.getLogger(__name__)
-__all__ = ["HostBlockDevice", "attach", "attached", "check_block_device", "detach", "detach_on"]
+__all__ = [
+    "HostBlockDevice", "attach", "attach_on", "attached", "check_block_device", "detach",
+    "detach_on",
+]  # fmt: skip
 
 
 async def attach(vm: VM, device: HostBlockDevice) -> Path:
@@ -78,6 +83,50 @@ async def attached(monitor: Monitor) -> list[str]:
     devices = set(await monitor.peripherals())
     opaques = {o for found in (await monitor.fdsets()).values() for o in found}
     return sorted(devices & opaques)
+
+
+async def attach_on(
+    monitor: Monitor, vm_name: str, device: HostBlockDevice, ports: Sequence[str]
+) -> str:
+    """:func:`attach` for a VM this process did not launch (after a daemon restart),
+    through a QMP session of its own: on the first of ``ports`` (the VM's hotplug root
+    ports, ``argv.hotplug_port(i)``) QEMU shows no device on. Returns that port.
+
+    Raises HotplugError (not a block device, no free port, QEMU refused); nothing is
+    left half attached.
+    """
+    try:
+        others = [d for d in await monitor.peripherals() if d not in ports]
+        if device.id in others:
+            raise HotplugError(f"{vm_name}: a device {device.id} is already attached")
+        used = {await monitor.bus_of(d) for d in others}
+    except QemuError as err:
+        raise HotplugError(f"{device.path}: cannot attach to {vm_name}: {err}") from err
+    free = [p for p in ports if p not in used]
+    if not free:
+        raise HotplugError(f"{device.path}: no free hotplug port on {vm_name}")
+    fd, resolved = open_block_device(device.path, device.read_only)
+    try:
+        fdset = await monitor.add_fd(fd, device.id)
+    except QemuError as err:
+        raise HotplugError(f"{device.path}: cannot attach to {vm_name}: {err}") from err
+    finally:
+        os.close(fd)
+    disk = Disk(device.id, resolved, device.read_only, device.serial)
+    try:
+        await monitor.execute("blockdev-add", blockdev_json(device, fdset))
+        try:
+            await monitor.execute("device_add", device_json(disk, bus=free[0]))
+        except QemuError:
+            await monitor.execute("blockdev-del", {"node-name": device.id})
+            raise
+    except QemuError as err:
+        with contextlib.suppress(QemuError):
+            await monitor.remove_fdset(fdset)
+        raise HotplugError(f"{device.path}: cannot attach to {vm_name}: {err}") from err
+    log.info("%s: block device %s attached as %s on %s (serial %s, fd set %d)",
+             vm_name, resolved, device.id, free[0], device.serial, fdset)  # fmt: skip
+    return free[0]
 
 
 async def detach_on(monitor: Monitor, vm_name: str, device_id: str, timeout: float = 30.0) -> None:

@@ -73,6 +73,13 @@ class Monitor:
         reply = await self.execute("qom-list", {"path": "/machine/peripheral"})
         return [str(entry["name"]) for entry in reply if str(entry["type"]).startswith("child<")]
 
+    async def bus_of(self, device_id: str) -> str:
+        """The id of the bus device ``device_id`` sits on (e.g. ``hp0``, ``pcie.0``)."""
+        path = await self.execute(
+            "qom-get", {"path": f"/machine/peripheral/{device_id}", "property": "parent_bus"}
+        )
+        return str(path).rsplit("/", 1)[-1]
+
     async def add_fd(self, fd: int, opaque: str) -> int:
         """Pass ``fd`` to QEMU (SCM_RIGHTS) into a new fd set; return the set's id.
 

@@ -38,6 +38,7 @@ from agent.initdata.pod import from_toml
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from agent.vm import console, hotplug
+from agent.vm.argv import hotplug_port
 from agent.vm.config import UserNet
 from agent.vm.errors import HotplugError
 from agent.vm.manager import VM
@@ -414,3 +415,13 @@ async def test_detach_after_a_daemon_restart(node: Node) -> None:
     assert "again" not in await hotplug.attached(monitor)
     with pytest.raises(HotplugError, match="no block device again is attached"):
         await hotplug.detach_on(monitor, "securemount", "again")
+    # And a new device on a port QEMU shows free (the store keeps its own).
+    ports = [hotplug_port(i) for i in range(node.vm.config.hotplug_slots)]
+    device = hotplug.HostBlockDevice("later", node.small_loop, "sm-later")
+    port = await hotplug.attach_on(monitor, "securemount", device, ports)
+    assert port != await monitor.bus_of("store")
+    await guest_disk(node, "sm-later")
+    assert qemu_holds(node, node.small_loop)
+    await hotplug.detach_on(monitor, "securemount", "later")
+    await guest_disk(node, "sm-later", present=False)
+    assert not qemu_holds(node, node.small_loop)

@@ -169,3 +169,50 @@ async def test_launch_refuses_a_cold_plugged_character_device(
     with pytest.raises(HotplugError, match="/dev/null is a character device"):
         await VM.launch(config)  # no QEMU started: the unit tier's guard would refuse it
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # sockets removed again
+
+
+class RestartedMonitor:
+    """A QMP session to a VM some earlier daemon launched: root ports hp0, hp1; the
+    store on hp0; records the commands; ``refuse`` fails that command."""
+
+    def __init__(self, refuse: str = "") -> None:
+        self.buses = {"hp0": "pcie.0", "hp1": "pcie.0", "root": "pcie.0", "store": "hp0"}
+        self.commands: list[str] = []
+        self.refuse = refuse
+        self.removed: list[int] = []
+
+    async def peripherals(self) -> list[str]:
+        return list(self.buses)
+
+    async def bus_of(self, device_id: str) -> str:
+        return self.buses[device_id]
+
+    async def add_fd(self, fd: int, opaque: str) -> int:
+        return 3
+
+    async def remove_fdset(self, fdset_id: int) -> None:
+        self.removed.append(fdset_id)
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        self.commands.append(command if command != "device_add" else f"device_add {arguments}")
+        if command == self.refuse:
+            raise QemuError(f"QMP {command} failed: refused")
+
+
+async def test_attach_on_a_restarted_daemons_vm_picks_a_free_port() -> None:
+    node = a_host_block_device()
+    if node is None:
+        pytest.skip("this host has no block device node")
+    device = HostBlockDevice("vol1", node, "vol1", read_only=True)
+    monitor: Any = RestartedMonitor()
+    assert await hotplug.attach_on(monitor, "pod", device, ["hp0", "hp1"]) == "hp1"
+    assert monitor.commands[0] == "blockdev-add"
+    assert "'bus': 'hp1'" in monitor.commands[1] and "'serial': 'vol1'" in monitor.commands[1]
+    with pytest.raises(HotplugError, match="no free hotplug port on pod"):
+        await hotplug.attach_on(monitor, "pod", device, ["hp0"])
+    refusing: Any = RestartedMonitor(refuse="device_add")
+    with pytest.raises(HotplugError, match="device_add failed: refused"):
+        await hotplug.attach_on(refusing, "pod", device, ["hp0", "hp1"])
+    assert refusing.commands[-1] == "blockdev-del" and refusing.removed == [3]  # undone
+    with pytest.raises(HotplugError, match="a device store is already attached"):
+        await hotplug.attach_on(monitor, "pod", HostBlockDevice("store", node, "x"), ["hp0"])
