@@ -34,6 +34,12 @@ fuzz = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+# For the slow ones (a fork and a compile per case): fewer in the unit tier.
+fuzz_slow = settings(
+    fuzz,
+    max_examples=EXAMPLES if LONG or "CONTRAST_FUZZ_EXAMPLES" in os.environ else 15,
+)
+
 T = TypeVar("T")
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from guest.agent import policycheck
 from guest.agent.errors import PolicyError
 from guest.agent.policy import Policy
-from tests.unit.fuzz.settings import fuzz
+from tests.unit.fuzz.settings import fuzz_slow
 
 RULE_NAMES = [
     "CreateContainerRequest", "GuestDetailsRequest", "ExecProcessRequest", "policy_reason",
@@ -123,7 +123,7 @@ def evaluate_forked(text: str, inputs: list[dict[str, Any]]) -> list[Any] | str:
     return decisions
 
 
-@fuzz
+@fuzz_slow
 @given(policies(), INPUTS)
 def test_hostile_rego_is_refused_or_evaluated_without_a_crash(
     text: str, inputs: list[dict[str, Any]]
