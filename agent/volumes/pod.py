@@ -181,11 +181,15 @@ class PodVolumes:
                     plan.append((mount, self._refuse(classified)))
                 except VolumeError as err:
                     raise VolumeError(f"container {container_id}: {err}") from err
-        # Every copy read (and checked against the cap) before the first one is sent.
-        payloads = [
-            self._read(container_id, c) if c is not None and c.kind not in IN_GUEST else None
-            for _, c in plan
-        ]
+        # Every copy read (and checked against the cap) before the first one is sent;
+        # on a thread: up to the cap per volume, while the daemon serves every pod.
+        def read_all() -> list[Payload | None]:
+            return [
+                self._read(container_id, c) if c is not None and c.kind not in IN_GUEST else None
+                for _, c in plan
+            ]
+
+        payloads = await asyncio.to_thread(read_all)
         storages: dict[str, agent_pb2.Storage] = {}
         atomics: list[Atomic] = []
 
@@ -335,7 +339,9 @@ class PodVolumes:
         then add new visible names."""
         c = atomic.mount
         if entries is None:
-            entries = tree.read_tree(c.source / version, c.describe(), self.cap)
+            entries = await asyncio.to_thread(
+                tree.read_tree, c.source / version, c.describe(), self.cap
+            )
         await self._send(entries, atomic.guest / version)
         await self._copy(tree.symlink(atomic.guest / "..data", version))
         atomic.version = version
