@@ -254,3 +254,22 @@ async def test_refusals_come_before_any_copy(
     with pytest.raises(VolumeError, match=f"container {CID}: mount /rw"):
         await PodVolumes(guest, kubelet.root).prepare(CID, oci_mounts(kubelet.mounts(), tmp_path))
     assert guest.requests == []
+
+
+async def test_sub_path_of_a_config_map_copied_once(
+    kubelet: KubeletPod, guest: FakeGuest, tmp_path: Path
+) -> None:
+    volume = kubelet.atomic("configmap", "cfg", {"app.conf": b"x=1"}, "/unused")
+    kubelet.mounts()
+    # The kubelet bind-mounts the subPath here; its content is what the daemon reads.
+    bound = kubelet.directory / "volume-subpaths" / "cfg" / "app" / "0"
+    bound.parent.mkdir(parents=True)
+    bound.write_bytes((volume / "app.conf").read_bytes())
+    kubelet.host_path(bound, "/etc/app.conf", readonly=True)
+    volumes = PodVolumes(guest, kubelet.root, poll_seconds=3600)
+    prepared = await volumes.prepare(CID, oci_mounts(kubelet.mounts(), tmp_path))
+    copied = guest.local(guest_mounts(prepared)["/etc/app.conf"]["source"])
+    assert copied.read_bytes() == b"x=1"
+    kubelet.update("configmap", "cfg", {"app.conf": b"x=2"})
+    assert await volumes.refresh() == 0  # as the kubelet: a subPath is not updated
+    await volumes.close()
