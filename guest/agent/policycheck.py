@@ -28,6 +28,7 @@ import gc
 import json
 import logging
 import os
+import re
 import select
 import signal
 import threading
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 60.0
 MAX_VERDICT_BYTES = 64 * 1024
 CRASH_MARK = "Fatal Python error: "
+_LOCATED = re.compile(r"(?P<where>\S+\.rego:\d+:\d+): (?P<message>\S.*)")
 
 
 def check(text: str, name: str = "policy.rego", timeout: float = CHECK_TIMEOUT) -> None:
@@ -261,16 +263,19 @@ def _read(fd: int) -> str:  # pragma: no cover
 
 
 def first_error(printed: str) -> str:
-    """The first error regopy printed ("Errors:", the message, "-- <where>"), one line."""
+    """The first error regopy printed, one line: after "Errors:" the message and its
+    "-- <where>" line, or a "<file>.rego:<line>:<column>: <message>" line."""
     lines = [line.strip() for line in printed.splitlines()]
-    try:
+    if "Errors:" in lines:
         start = lines.index("Errors:") + 1
-    except ValueError:
-        return ""
-    message = next((line for line in lines[start:] if line), "")
-    if message.startswith("--"):
-        return ""
-    where = next((line for line in lines[start:] if line.startswith("-- ")), "")
-    if ".rego:" in where:
-        message += f" ({where.removeprefix('-- ')})"
-    return message[:500]
+        message = next((line for line in lines[start:] if line), "")
+        if message and not message.startswith("--"):
+            where = next((line for line in lines[start:] if line.startswith("-- ")), "")
+            if ".rego:" in where:
+                message += f" ({where.removeprefix('-- ')})"
+            return message[:500]
+    for line in lines:
+        found = _LOCATED.match(line)
+        if found:
+            return f"{found['message'].rstrip(':')} ({found['where']})"[:500]
+    return ""

@@ -219,3 +219,14 @@ def test_a_rule_that_is_a_function_is_a_policy_error_not_a_json_error() -> None:
     decision = policy.evaluate("CreateContainerRequest", {})
     assert not decision.allowed
     assert "evaluating CreateContainerRequest failed: JSONDecodeError" in decision.reason
+
+
+def test_a_compile_error_printed_with_its_place_is_named() -> None:
+    # Another form regopy prints (found by the Rego fuzzer): "<file>:<line>:<col>: ...".
+    text = (
+        "package agent_policy\nimport rego.v1\n"
+        "f(x) := 1 if { x := input.a; some x in input.list }\n"
+    )
+    expected = r"^policy.rego: policy does not compile: conflicting definitions of `x` "
+    with pytest.raises(PolicyError, match=expected + r"\(policy.rego:3:\d+\)$"):
+        policycheck.check(text)
