@@ -12,7 +12,10 @@ PBKDF2 with cryptsetup's minimum 1000 iterations, and Argon2's memory is never s
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,27 @@ class Mapping:
     @property
     def path(self) -> Path:
         return self.directory / self.name
+
+
+def new_key() -> bytearray:
+    """KEY_BYTES from the kernel's CRNG (getrandom, waiting until it is seeded), written
+    straight into a bytearray the caller overwrites after use: no immutable copy of
+    the key is ever made in this process. Raises OSError when getrandom fails."""
+    key = bytearray(KEY_BYTES)
+    view = (ctypes.c_char * KEY_BYTES).from_buffer(key)
+    libc = ctypes.CDLL(None, use_errno=True)
+    filled = 0
+    while filled < KEY_BYTES:
+        got = libc.getrandom(ctypes.byref(view, filled), KEY_BYTES - filled, 0)
+        if got < 0:
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                continue
+            del view
+            raise OSError(err, f"getrandom: {os.strerror(err)}")
+        filled += got
+    del view  # releases the buffer export, so the caller can resize or clear it
+    return key
 
 
 def format_args(device: Path) -> list[str]:

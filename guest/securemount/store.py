@@ -3,7 +3,7 @@
 1. the device: resolved from its number, big enough, writable and not in use;
 2. the store: the mount point is the image puller's store, and nothing was pulled
    into it yet (those images would be hidden, and were never on the encrypted disk);
-3. ``luksFormat`` under a fresh key from the guest's RNG (``os.urandom``: getrandom),
+3. ``luksFormat`` under a fresh key from the guest's RNG (getrandom, into a bytearray),
    then the header copied into guest memory, checked, and the device opened with
    that copy (:mod:`guest.securemount.luks`);
 4. ext4 (:mod:`guest.securemount.ext4`), mounted over the store, whose layout is
@@ -145,7 +145,10 @@ class SecureStore:
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         backup = self.work_dir / f"header-{device.name}"
         backup.unlink(missing_ok=True)
-        key = bytearray(os.urandom(luks.KEY_BYTES))
+        try:
+            key = luks.new_key()
+        except OSError as err:
+            raise StepError(str(device), "key generation", str(err)) from err
         opened = False
         try:
             await self._run(device, "luksFormat", luks.format_args(device.path), key)

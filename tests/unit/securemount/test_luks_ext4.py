@@ -119,3 +119,11 @@ def test_zero_blocks_writes_zeroes_where_asked(tmp_path: Path) -> None:
     with pytest.raises(StepError, match=r"zeroing the superblocks failed: open .*missing"):
         ext4.zero_blocks("/dev/vdc", tmp_path / "missing", [0])
     assert os.path.exists(target)
+
+
+def test_new_keys_are_random_and_mutable() -> None:
+    first, second = luks.new_key(), luks.new_key()
+    assert isinstance(first, bytearray) and len(first) == luks.KEY_BYTES == 64
+    assert first != second and first != bytearray(64)
+    first[:] = bytes(64)  # the store overwrites it after use: no export blocks that
+    assert first == bytearray(64)
