@@ -215,9 +215,14 @@ def httpd() -> ob.Image:
     return image(extra, cmd=["httpd-foreground"])
 
 
-def pause() -> ob.Image:
-    """The sandbox image: ``/pause``, a process named pause."""
-    return image([ob.file("pause", compile_static(PAUSE_C, "pause"), 0o755)], cmd=["/pause"])
+def pause(version: str = "") -> ob.Image:
+    """The sandbox image: ``/pause``, a process named pause; a ``version`` makes an image
+    of its own (the suite's pause:3.9 must not be the node's sandbox image: a spec
+    counts the tags of the image it pulled)."""
+    extra = [ob.file("pause", compile_static(PAUSE_C, "pause"), 0o755)]
+    if version:
+        extra.append(ob.file("pause-version", version.encode()))
+    return image(extra, cmd=["/pause"])
 
 
 def nonewprivs() -> ob.Image:
@@ -264,7 +269,7 @@ def suite_images() -> dict[str, ob.Image]:
     }
     # critest v1.36's image identifier specs: one image under three registries' names.
     for name in (f"{K8S}/pause:3.9", f"{GCR}/pause:3.9", f"{OLD_K8S}/pause:3.9"):
-        images[name] = pause()
+        images[name] = pause("3.9")
     for n in (1, 2, 3):
         images[f"{STAGING}/test-image-{n}:latest"] = marked(str(n))
         images[f"{STAGING}/test-image-tags:{n}"] = marked("tags")
