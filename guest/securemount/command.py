@@ -51,9 +51,12 @@ async def run(
         if secret is not None:
             read_end, write_end = os.pipe2(os.O_CLOEXEC)
             stdin = read_end
+            os.set_blocking(write_end, False)  # too big a secret fails instead of hanging
             try:
                 if os.write(write_end, secret) != len(secret):
                     raise StepError(device, step, "the key did not fit into the pipe")
+            except BlockingIOError as err:
+                raise StepError(device, step, "the key did not fit into the pipe") from err
             finally:
                 os.close(write_end)
         try:
