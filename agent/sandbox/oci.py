@@ -22,13 +22,15 @@ from api.kata import oci_linux_pb2, oci_pb2, oci_process_pb2
 log = logging.getLogger(__name__)
 
 _RENAMED = {"ociversion": "version"}
+# The range of each integer type: a value outside it is the caller's error (protobuf
+# would raise a bare ValueError).
 _INTS = {
-    FieldDescriptor.TYPE_INT32,
-    FieldDescriptor.TYPE_INT64,
-    FieldDescriptor.TYPE_UINT32,
-    FieldDescriptor.TYPE_UINT64,
-    FieldDescriptor.TYPE_SINT32,
-    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
 }
 
 
@@ -44,7 +46,12 @@ def _scalar(field: FieldDescriptor, value: Any, where: str) -> Any:
     if field.type == FieldDescriptor.TYPE_BOOL and isinstance(value, bool):
         return value
     if field.type in _INTS and isinstance(value, int) and not isinstance(value, bool):
-        return value
+        low, high = _INTS[field.type]
+        if low <= value <= high:
+            return value
+        raise BackendError(
+            f"OCI spec {where}: {value} is out of range for {field.full_name} ({low}..{high})"
+        )
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT) and isinstance(
         value, int | float
     ):

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from typing import Any
 
+import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -114,3 +116,19 @@ def test_the_guest_adapts_any_spec_or_refuses_it(message: oci_pb2.Spec) -> None:
 def test_the_guest_converts_any_resources(message: oci_linux_pb2.LinuxResources) -> None:
     with contextlib.suppress(InvalidRequest):
         json.dumps(guest_spec.resources(message))
+
+
+@pytest.mark.parametrize(
+    ("convert", "data", "where"),
+    [
+        (oci.process, {"consoleSize": {"height": -1}}, "process.consoleSize.height: -1"),
+        (oci.process, {"user": {"uid": 2**32}}, f"process.user.uid: {2**32}"),
+        (oci.spec, {"process": {"rlimits": [{"hard": 2**64}]}}, "process.rlimits[0].hard"),
+        (oci.resources, {"pids": {"limit": -(2**63) - 1}}, "linux.resources.pids.limit"),
+    ],
+)
+def test_an_integer_out_of_its_range_names_its_path(convert: Any, data: Any, where: str) -> None:
+    # Found by the fuzzer above (CONTRAST_FUZZ=long): protobuf's bare "ValueError: Value
+    # out of range: -1" escaped the conversion (the shim's Create/Exec) before.
+    with pytest.raises(BackendError, match=rf"^OCI spec {re.escape(where)}.* is out of range"):
+        convert(data)
