@@ -142,4 +142,6 @@ def _oci_value(field: Any, depth: int) -> st.SearchStrategy[Any]:
         return st.text(max_size=10)
     if field.type == F.TYPE_ENUM:
         return st.sampled_from([v.name for v in field.enum_type.values])
+    if field.type in INT_RANGES:  # JSON numbers know no width: beyond the type's too
+        return st.one_of(_scalar(field), st.integers(-(2**65), 2**65))
     return _scalar(field)
