@@ -20,6 +20,8 @@ under CI=true).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,15 +169,20 @@ def test_confidential_pod_through_cri(node: CriNode) -> None:
     assert node.leftovers() == []  # QEMU, veth, mounts under the root, state, address
 
 
-def test_pods_keep_running_across_a_containerd_restart(node: CriNode) -> None:
+def test_pods_keep_running_across_a_containerd_restart_and_a_daemon_crash(
+    node: CriNode,
+) -> None:
     """containerd restarted (SIGTERM, then started on the same config and state: what the
     installer's restart does) while a pod runs: containerd finds the task again (1.6 from
-    the bundle's address file, 2.x from the bootstrap.json it wrote from our answer),
-    the same pod-VM keeps serving the container, exec works, and removal leaves nothing."""
+    the bundle's address file, 2.x from the bootstrap.json it wrote from our answer).
+    Then the node daemon SIGKILLed: the relay holds containerd's connections and starts
+    the next daemon, which reattaches. Each time the pod stays READY, the container
+    RUNNING in the same pod-VM, exec works; removal leaves nothing."""
     cri = node.cri
     data = {document.POLICY_NAME: policy(node.image), "imagepull.toml": node.puller_settings()}
     initdata = codec.encode_annotation(document.create(data, "sha384").raw)
     pod = node.pod("restart", {INITDATA: initdata})
+    assert cri.pull_image(node.image)
     pod_id = cri.run_pod_spec(pod, node.handler, timeout=POD_TIMEOUT).pod_sandbox_id
     try:
         workload = cri.create_container(
@@ -187,13 +194,17 @@ def test_pods_keep_running_across_a_containerd_restart(node: CriNode) -> None:
         assert len(vms) == 1
 
         node.containerd.restart()
+        still_running(node, pod_id, workload, vms)
 
-        assert [p.id for p in cri.pods() if p.state == api_pb2.SANDBOX_READY] == [pod_id]
-        status = cri.container_status(workload)
-        assert status.state == api_pb2.CONTAINER_RUNNING, status
-        executed = cri.exec_sync(workload, EXEC_OK)
-        assert (executed.stdout, executed.exit_code) == (b"exec ok\n", 3)
-        assert node.qemus() == vms  # the same VM, not a new one
+        first = node.node.daemon_pid()
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + POD_TIMEOUT
+        while node.node.daemon_pid() in (None, first) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the relay starts the next daemon; its pid file once it serves
+        assert node.node.daemon_pid() not in (None, first)
+        time.sleep(2)  # time for a failed Wait to reach the CRI plugin
+        still_running(node, pod_id, workload, vms)
     except BaseException:
         print(node.node.daemon_log()[-6000:])
         print(node.containerd.log.read_text(errors="replace")[-4000:])
@@ -203,3 +214,13 @@ def test_pods_keep_running_across_a_containerd_restart(node: CriNode) -> None:
         cri.remove_pod(pod_id)
     assert cri.pods() == []
     assert node.leftovers() == []
+
+
+def still_running(node: CriNode, pod_id: str, container: str, vms: list[str]) -> None:
+    cri = node.cri
+    assert [p.id for p in cri.pods() if p.state == api_pb2.SANDBOX_READY] == [pod_id]
+    status = cri.container_status(container)
+    assert status.state == api_pb2.CONTAINER_RUNNING, status
+    executed = cri.exec_sync(container, EXEC_OK)
+    assert (executed.stdout, executed.exit_code) == (b"exec ok\n", 3)
+    assert node.qemus() == vms  # the same VM, not a new one
