@@ -18,6 +18,7 @@ from google.protobuf.message import Message
 
 from agent.sandbox import metrics, oci
 from agent.sandbox.backend import ContainerSpec, Stream
+from agent.sandbox.devices import PodDevices
 from agent.sandbox.errors import BackendError, GuestAgentError
 from agent.sandbox.state import VmRecord
 from agent.transport.client import AgentClient
@@ -57,6 +58,8 @@ class GuestSandbox:
         self._on_close = on_close
         # The pod's volumes (agent.volumes): copied in, kept current, termination message.
         self.volumes = PodVolumes(self)
+        # Its block devices (agent.sandbox.devices); the pod-VM backend gives the attacher.
+        self.devices = PodDevices(None, None)
         self._termination = ServiceStub(agent.client, TERMINATION_SERVICE)
 
     @property
@@ -105,8 +108,15 @@ class GuestSandbox:
         is_pause = spec.annotations.get(CONTAINER_TYPE_ANNOTATION) == "sandbox"
         mounts = list(spec.oci.get("mounts") or [])
         prepared = await self.volumes.prepare(spec.id, mounts, sandbox=is_pause)
+        try:
+            devices = await self.devices.prepare(spec.id, spec.oci)
+        except BaseException:
+            self.volumes.forget(spec.id)
+            raise
         message = oci.spec({**spec.oci, "mounts": prepared.mounts})
-        request = agent_pb2.CreateContainerRequest(container_id=spec.id, OCI=message)
+        request = agent_pb2.CreateContainerRequest(
+            container_id=spec.id, OCI=message, devices=devices
+        )
         image = spec.annotations.get(IMAGE_ANNOTATION)
         if image:
             mount_point = GUEST_ROOTFS.format(id=spec.id)
@@ -120,6 +130,7 @@ class GuestSandbox:
             await self._call("CreateContainer", request)
         except BaseException:
             self.volumes.forget(spec.id)
+            await self.devices.remove(spec.id)
             raise
 
     async def copy_file(self, request: agent_pb2.CopyFileRequest) -> None:
@@ -204,7 +215,10 @@ class GuestSandbox:
     async def remove_container(self, container_id: str) -> None:
         self.volumes.forget(container_id)
         request = agent_pb2.RemoveContainerRequest(container_id=container_id, timeout=10)
-        await self._call("RemoveContainer", request)
+        try:
+            await self._call("RemoveContainer", request)
+        finally:  # its block devices detached once the guest let go of them
+            await self.devices.remove(container_id)
 
     async def update(self, container_id: str, resources: dict[str, Any]) -> None:
         request = agent_pb2.UpdateContainerRequest(
@@ -243,6 +257,7 @@ class GuestSandbox:
     async def close(self) -> None:
         """Drop the connection to the guest agent (the sandbox itself keeps running)."""
         await self.volumes.close()
+        await self.devices.close()
         await self.agent.close()
         if self._on_close is not None:
             await self._on_close()

@@ -26,6 +26,7 @@ from agent.network import pod as pod_network
 from agent.network import portforward
 from agent.network.errors import NetworkError
 from agent.network.guest import configure_guest
+from agent.sandbox import devices as pod_devices
 from agent.sandbox import podcgroup
 from agent.sandbox.backend import PodSandbox, SandboxSpec
 from agent.sandbox.config import RuntimeConfig
@@ -185,6 +186,9 @@ class PodVmBackend:
                 details.update(placement.details())
             record = VmRecord(backend=NAME, pid=vm.process.pid, details=details)
             sandbox = GuestSandbox(AgentClient(client), record, timeout)
+            sandbox.devices = pod_devices.PodDevices(
+                pod_devices.LaunchedVM(vm), spec.run_dir / pod_devices.STATE_FILE
+            )
             if network is not None:
                 try:
                     await configure_guest(sandbox.agent.agent, network[0], spec.id, timeout)
@@ -228,6 +232,12 @@ class PodVmBackend:
             raise BackendError(f"sandbox {record.id}: {err}") from err
         log.info("sandbox %s/%s: reattached to pod-VM pid %d", record.namespace, record.id, vm.pid)
         sandbox = GuestSandbox(agent, vm, config.timeouts.agent_call_seconds)
+        if vm.details.get("qmp_socket"):  # the block devices attached by the earlier daemon
+            qmp = Path(vm.details["qmp_socket"])
+            name = f"sandbox-{record.id[:12]}"
+            sandbox.devices = pod_devices.PodDevices(
+                pod_devices.ReattachedVM(qmp, name), qmp.parent / pod_devices.STATE_FILE
+            )
         self._stop_seconds[vm.pid] = config.timeouts.stop_seconds
         if vm.details.get("netns") and vm.details.get("pod_address"):
             netns_path, address = Path(vm.details["netns"]), vm.details["pod_address"]
@@ -241,6 +251,7 @@ class PodVmBackend:
         try:
             with contextlib.suppress(SandboxError):
                 await sandbox.destroy_sandbox()
+            await sandbox.devices.remove_all()  # failures logged; QEMU's exit frees them
             await sandbox.close()
         finally:
             if vm is not None:

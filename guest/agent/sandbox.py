@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from api.kata import agent_pb2
-from guest.agent import copyfile, volumes
+from guest.agent import copyfile, devices, volumes
 from guest.agent import spec as specs
 from guest.agent.containers import Container, Containers, Release
 from guest.agent.errors import FailedPrecondition, InvalidRequest, NotFound
@@ -125,6 +125,7 @@ def image_reference(request: agent_pb2.CreateContainerRequest) -> str:
 @dataclass(frozen=True)
 class SandboxConfig:
     run_dir: Path = Path("/run/contrast")
+    image_store: Path | None = None  # the puller's store; default: <run_dir>/images
     pause_program: Callable[[], str | None] = lambda: shutil.which("busybox")
 
 
@@ -141,6 +142,7 @@ class Sandbox:
         self.files = config.run_dir / "sandbox"
         self.volumes = volumes.Volumes(containers.reaper)
         self.bundles = config.run_dir / "containers"
+        self._secure_store: Any = None  # guest.securemount.store.SecureStore, at first use
 
     def create(self, request: agent_pb2.CreateSandboxRequest) -> None:
         """Write the pod's files. Raises FailedPrecondition when it exists already."""
@@ -192,6 +194,10 @@ class Sandbox:
         if is_pause and self.pause_id:
             raise FailedPrecondition(f"the sandbox container {self.pause_id} exists already")
         image = "" if is_pause else image_reference(request)
+        provided = await devices.provide(request)  # request.OCI now has the guest's numbers
+        store = devices.image_store(provided)
+        if store is not None:  # before any pull: the puller's store on the encrypted disk
+            await self._mount_image_store(cid, store)
         for storage in request.storages:
             if storage.driver in volumes.DRIVERS:
                 await self.volumes.prepare(storage)
@@ -208,6 +214,7 @@ class Sandbox:
                 sandbox_files=self.files,
                 sandbox_pid=None if is_pause else self._pause_pid(),
                 join_pid_ns=request.sandbox_pidns,
+                devices=frozenset(p.container_path for p in provided),
             )
             adapted = specs.adapt(request.OCI, ctx)
             if is_pause:
@@ -226,6 +233,23 @@ class Sandbox:
         if is_pause:
             self.pause_id = cid
         return container
+
+    async def _mount_image_store(self, cid: str, device: devices.Provided) -> None:
+        """The pod's image store formatted and mounted on ``device`` (once: a later
+        container with the same disk finds it mounted). Raises FailedPrecondition naming
+        the device and the step; never falls back to the RAM store."""
+        from guest.securemount.errors import SecureMountError
+        from guest.securemount.store import SecureStore
+
+        root = self.config.image_store or self.config.run_dir / "images"
+        if self._secure_store is None:
+            self._secure_store = SecureStore(self.containers.reaper, root)
+        try:
+            await self._secure_store.mount(device.device_id, root)
+        except SecureMountError as err:
+            raise FailedPrecondition(
+                f"container {cid}: secure image store on {device}: {err}"
+            ) from err
 
     def _pause_rootfs(self, bundle: Path) -> None:
         program = self.config.pause_program()

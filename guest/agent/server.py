@@ -95,7 +95,9 @@ def build_agent(
     runtime = Runtime(RuntimeConfig(config.runtime, config.run_dir / "runtime"), reaper)
     containers = Containers(runtime, reaper, config.run_dir / "sockets")
     sandbox = Sandbox(
-        containers, PulledRootfs(_puller_factory(config)), SandboxConfig(config.run_dir)
+        containers,
+        PulledRootfs(_puller_factory(config)),
+        SandboxConfig(config.run_dir, image_store=config.image_store),
     )
     return AgentService(sandbox, agent_policy or policy.load(config.policy_path))
 

@@ -17,7 +17,8 @@ as Kata's agent does, with these rules (each dropped item is reported in ``notes
   host id mappings apply); mount and cgroup are always new.
 - cgroups: ``<cgroup parent>/<container id>`` (cgroup v2 in the guest), whatever
   path the host chose.
-- hooks (host programs) and devices that do not exist in the guest are dropped.
+- hooks (host programs) and devices that do not exist in the guest are dropped, except
+  the block devices the host announced (``GuestContext.devices``, guest.agent.devices).
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class GuestContext:
     sandbox_pid: int | None = None
     join_pid_ns: bool = False
     exists: Callable[[str], bool] = field(default=os.path.exists)
+    # Container paths of the block devices the host announced (guest.agent.devices):
+    # their nodes are created in the container even though no such path is in the guest.
+    devices: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,7 @@ def adapt(spec: oci_pb2.Spec, ctx: GuestContext) -> Adapted:
         config["linux"]["rootfsPropagation"] = linux.RootfsPropagation
     devices = []
     for dev in linux.Devices:
-        if ctx.exists(dev.Path):
+        if dev.Path in ctx.devices or ctx.exists(dev.Path):
             devices.append(
                 {
                     "path": dev.Path,
