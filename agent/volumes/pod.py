@@ -385,28 +385,32 @@ class PodVolumes:
             await self.refresh()
 
     async def refresh(self) -> int:
-        """Copy every volume whose ``..data`` the kubelet swapped since the last copy;
-        how many were updated. Failures are logged and tried again at the next poll."""
-        updated = 0
+        """Copy every volume whose ``..data`` the kubelet swapped since the last copy,
+        side by side; how many were updated. Failures are logged and tried again at the
+        next poll."""
+
+        async def update(atomic: Atomic, version: str) -> bool:
+            try:
+                await self._copy_version(atomic, version)
+            except (VolumeError, SandboxError, OSError) as err:
+                what = atomic.mount.describe()
+                log.warning("container %s: %s: update to %s failed: %s",
+                            atomic.container_id, what, version, err)  # fmt: skip
+                return False
+            log.info("container %s: %s updated to %s", atomic.container_id,
+                     atomic.mount.describe(), version)  # fmt: skip
+            return True
+
         async with self._update:
+            changed = []
             for atomic in [a for group in self._atomic.values() for a in group]:
                 try:
                     version = self._data_version(atomic.mount)
                 except VolumeError:
                     continue  # the kubelet is tearing the volume down
-                if version == atomic.version:
-                    continue
-                try:
-                    await self._copy_version(atomic, version)
-                except (VolumeError, SandboxError, OSError) as err:
-                    what = atomic.mount.describe()
-                    log.warning("container %s: %s: update to %s failed: %s",
-                                atomic.container_id, what, version, err)  # fmt: skip
-                    continue
-                updated += 1
-                log.info("container %s: %s updated to %s", atomic.container_id,
-                         atomic.mount.describe(), version)  # fmt: skip
-        return updated
+                if version != atomic.version:
+                    changed.append(update(atomic, version))
+            return sum(await _all(changed))
 
     # -- exit and removal -----------------------------------------------------------
 
