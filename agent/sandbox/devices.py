@@ -39,6 +39,11 @@ from api.kata import agent_pb2
 log = logging.getLogger(__name__)
 
 STATE_FILE = "devices.json"
+# Contrast's contract: the block device at this path is the pod's secure image store.
+# Every container of the pod pulls onto it, so it stays attached until the teardown
+# (recorded under POD), and a second container naming the same disk shares it.
+IMAGE_STORE = "/dev/image_store"
+POD = ""
 # The Kata agent's driver type of a virtio-blk disk (its DRIVER_BLK_PCI_TYPE).
 KATA_BLK = "blk"
 DETACH_SECONDS = 30.0
@@ -102,6 +107,12 @@ def serial_of(container_id: str, container_path: str) -> str:
     return f"ctr-{digest[:16]}"
 
 
+def store_serial(major: int, minor: int) -> str:
+    """The image store's serial: the pod's, from the host disk (shared by containers)."""
+    digest = hashlib.sha256(f"{IMAGE_STORE}\0{major}:{minor}".encode()).hexdigest()
+    return f"pod-{digest[:16]}"
+
+
 def _number(entry: dict[str, Any], key: str, path: str) -> int:
     value = entry.get(key)
     if type(value) is not int or value < 0:
@@ -141,7 +152,9 @@ def requested(
             node = host_node(major, minor, sys, dev)
         except DeviceError as err:
             raise DeviceError(f"device {path}: {err}") from err
-        found.append(Requested(path, major, minor, node, serial_of(container_id, path)))
+        store = path == IMAGE_STORE
+        serial = store_serial(major, minor) if store else serial_of(container_id, path)
+        found.append(Requested(path, major, minor, node, serial))
     return found
 
 
@@ -252,13 +265,17 @@ class PodDevices:
         done: list[Requested] = []
         try:
             for item in wanted:
+                if item.id in self.attached(POD):  # the image store, attached already
+                    done.append(item)
+                    continue
                 device = HostBlockDevice(item.id, item.host_path, item.serial)
                 try:
                     await self.attacher.attach(device)
                 except VMError as err:
                     raise BackendError(f"device {item.container_path}: {err}") from err
                 done.append(item)
-                self._by_container.setdefault(container_id, []).append(
+                owner = POD if item.container_path == IMAGE_STORE else container_id
+                self._by_container.setdefault(owner, []).append(
                     {"id": item.id, "host": str(item.host_path), "path": item.container_path}
                 )
                 self._save()
@@ -273,8 +290,9 @@ class PodDevices:
         ]
 
     async def remove(self, container_id: str) -> None:
-        """Detach the container's devices (after the guest removed the container).
-        Failures are logged and the device stays recorded for the teardown."""
+        """Detach the container's devices (after the guest removed the container; the
+        image store stays, see :data:`IMAGE_STORE`). Failures are logged and the
+        device stays recorded for the teardown."""
         group = self._by_container.get(container_id, [])
         left = []
         for device in group:

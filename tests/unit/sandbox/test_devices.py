@@ -55,15 +55,14 @@ class FakeVM:
 def test_block_devices_found_by_number(tmp_path: Path) -> None:
     _host(tmp_path, "loop3", 7, 3)
     found = devices.requested(
-        "c1", _spec(_blk("/dev/image_store", 7, 3)), tmp_path / "sys", tmp_path / "dev"
+        "c1", _spec(_blk("/dev/data", 7, 3)), tmp_path / "sys", tmp_path / "dev"
     )
     assert [(f.container_path, f.host_path) for f in found] == [
-        ("/dev/image_store", tmp_path / "dev" / "loop3")
+        ("/dev/data", tmp_path / "dev" / "loop3")
     ]
-    assert len(found[0].serial) <= 20 and found[0].serial == devices.serial_of(
-        "c1", "/dev/image_store"
-    )
-    assert devices.serial_of("c2", "/dev/image_store") != found[0].serial
+    assert len(found[0].serial) == 20
+    assert found[0].serial == devices.serial_of("c1", "/dev/data")
+    assert devices.serial_of("c2", "/dev/data") != found[0].serial
 
 
 @pytest.mark.parametrize(
@@ -108,13 +107,14 @@ async def test_attached_recorded_and_detached(tmp_path: Path, monkeypatch: Any) 
     assert [d.id for d in announced] == [a.serial for a in vm.attached]
     assert [a.path.name for a in vm.attached] == ["loop3", "loop4"]
     recorded = json.loads(state.read_text())
-    assert [d["id"] for d in recorded["c1"]] == [d.id for d in announced]
+    assert [d["id"] for d in recorded[""]] == [announced[0].id]  # the pod's store
+    assert [d["id"] for d in recorded["c1"]] == [announced[1].id]
     # A restarted daemon reads the same record and detaches what was attached.
     again, later = FakeVM(), PodDevices(None, state)
     later.attacher = again
-    assert later.attached("c1") == [d.id for d in announced]
+    assert sorted(later.attached()) == sorted(d.id for d in announced)
     await later.remove_all()
-    assert again.detached == [d.id for d in announced]
+    assert sorted(again.detached) == sorted(d.id for d in announced)
     assert json.loads(state.read_text()) == {}
 
 
@@ -156,3 +156,24 @@ async def test_no_devices_needs_no_vm(tmp_path: Path) -> None:
     assert await pod.prepare("c1", {"linux": {}}) == []
     with pytest.raises(DeviceError, match="/dev/tty0: a character device"):
         await pod.prepare("c1", _spec({"path": "/dev/tty0", "type": "c", "major": 4}))
+
+
+async def test_the_image_store_stays_for_the_pod(tmp_path: Path, monkeypatch: Any) -> None:
+    """Every container pulls onto the store: it is detached at the teardown only, and
+    a second container naming the same disk shares it."""
+    _host(tmp_path, "loop3", 7, 3)
+    real = devices.requested
+    monkeypatch.setattr(
+        devices, "requested", lambda cid, oci: real(cid, oci, tmp_path / "sys", tmp_path / "dev")
+    )
+    vm = FakeVM()
+    pod = PodDevices(vm, tmp_path / "devices.json")
+    first = await pod.prepare("c1", _spec(_blk("/dev/image_store", 7, 3)))
+    second = await pod.prepare("c2", _spec(_blk("/dev/image_store", 7, 3)))
+    assert first[0].id == second[0].id == devices.store_serial(7, 3)
+    assert len(vm.attached) == 1
+    await pod.remove("c1")
+    await pod.remove("c2")
+    assert vm.detached == []
+    await pod.remove_all()
+    assert vm.detached == [first[0].id]
