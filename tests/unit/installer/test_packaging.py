@@ -75,6 +75,24 @@ def test_runtimeclass_and_daemonset_agree() -> None:
     assert {"/run/contrast", "/run/containerd", "/opt/contrast"} <= mounts
 
 
+def test_daemon_sees_the_kubelets_pod_directories_where_it_looks_for_them() -> None:
+    # Volumes are copied into the pod-VM from the kubelet's pod directories: the daemon
+    # container needs them at the path CONTRAST_KUBELET_ROOT names, with the kubelet's
+    # later tmpfs mounts (secrets, memory emptyDirs) propagated, and writable (the
+    # termination message is written back).
+    from agent.volumes.layout import KUBELET_ROOT, KUBELET_ROOT_ENV
+
+    pod = by_kind("DaemonSet")["spec"]["template"]["spec"]
+    [daemon] = pod["containers"]
+    env = {e["name"]: e["value"] for e in daemon.get("env", [])}
+    root = env.get(KUBELET_ROOT_ENV, str(KUBELET_ROOT))
+    [mount] = [m for m in daemon["volumeMounts"] if m["mountPath"] == root]
+    assert mount["mountPropagation"] == "HostToContainer"
+    assert not mount.get("readOnly", False)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes[mount["name"]]["hostPath"]["path"] == root
+
+
 def containerfile_copies() -> list[tuple[str, str]]:
     text = (REPO / "Containerfile").read_text().replace("\\\n", " ")
     copies = []
