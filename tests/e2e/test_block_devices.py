@@ -161,10 +161,10 @@ def wait_line(log: Path, wanted: str, timeout: float) -> list[str]:
         time.sleep(0.5)
 
 
-def console_logs(node: CriNode) -> str:
-    return "\n".join(
-        p.read_text(errors="replace") for p in node.node.root.rglob("console.log")
-    )
+def console_logs(node: CriNode, skip: frozenset[Path] = frozenset()) -> str:
+    """The pod-VMs' consoles (the guest agent logs there), but those in ``skip``."""
+    found = set(node.node.root.rglob("console.log")) - skip
+    return "\n".join(p.read_text(errors="replace") for p in sorted(found))
 
 
 def test_image_store_and_block_volume_through_cri(
@@ -258,3 +258,42 @@ def test_image_store_and_block_volume_through_cri(
         holders = list(Path(f"/sys/block/{device.name}/holders").iterdir())
         assert holders == [], holders
     print(f"test took {time.monotonic() - started:.1f} s")
+
+
+def test_an_image_store_too_small_fails_the_container_naming_it(node: CriNode) -> None:
+    """A store that cannot be formatted fails the container with the device and the
+    step; the image is not pulled into RAM instead."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="blockdev-") as tmp:
+        small = Path(tmp) / "small.img"
+        small.write_bytes(b"")
+        os.truncate(small, 32 << 20)  # the store needs 64 MiB
+        device = Path(run("losetup", "-f", "--show", str(small)).strip())
+        try:
+            assert node.cri.pull_image(node.image)
+            data = {document.POLICY_NAME: ALLOW_ALL, "imagepull.toml": node.puller_settings()}
+            annotations = {INITDATA: codec.encode_annotation(document.create(data, "sha384").raw)}
+            pod = node.pod("smallstore", annotations)
+            earlier = frozenset(node.node.root.rglob("console.log"))
+            pod_id = node.cri.run_pod_spec(pod, node.handler, timeout=POD_TIMEOUT).pod_sandbox_id
+            try:
+                store = [api_pb2.Device(container_path="/dev/image_store",
+                                        host_path=str(device), permissions="rwm")]  # fmt: skip
+                with pytest.raises(grpc.RpcError) as failed:
+                    cid = create(node, pod_id, pod, "main", node.image, store)
+                    node.cri.start_container(cid, timeout=POD_TIMEOUT)
+                details = failed.value.details() or ""
+                assert "secure image store on /dev/image_store" in details, details
+                assert "size check failed" in details, details
+                guest_log = console_logs(node, earlier)
+                assert "size check failed" in guest_log  # this pod's console, read
+                pulls = [x for x in guest_log.splitlines() if "pulled " in x]
+                assert pulls == [], pulls  # no fallback to the RAM store
+            finally:
+                node.cri.stop_pod(pod_id)
+                node.cri.remove_pod(pod_id)
+            assert node.leftovers() == []
+            assert not held_by_qemu(node, device)
+        finally:
+            run("losetup", "-d", str(device), check=False)
+    print(f"\ntest took {time.monotonic() - started:.1f} s")
