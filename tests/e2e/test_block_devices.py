@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -297,3 +298,81 @@ def test_an_image_store_too_small_fails_the_container_naming_it(node: CriNode) -
         finally:
             run("losetup", "-d", str(device), check=False)
     print(f"\ntest took {time.monotonic() - started:.1f} s")
+
+
+READER = f"""
+[ -b /dev/data ] && echo "data is a block device"
+echo "data read $(head -c {len(HOST_DATA) - 1} /dev/data)"
+echo done
+sleep 3600
+"""
+
+
+def test_block_volumes_across_a_daemon_crash(node: CriNode) -> None:
+    """The daemon SIGKILLed while a container has a block volume: the next daemon
+    (started by the relay) detaches it at the container's removal through a QMP
+    session of its own, from the sandbox's record, and attaches a new container's."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="blockdev-") as tmp:
+        loops: list[Path] = []
+        try:
+            for name in ("a.img", "b.img"):
+                backing = Path(tmp) / name
+                with backing.open("wb") as f:
+                    f.write(HOST_DATA)
+                    f.truncate(DATA_BYTES)
+                loops.append(Path(run("losetup", "-f", "--show", str(backing)).strip()))
+            assert node.cri.pull_image(node.image)
+            data = {document.POLICY_NAME: ALLOW_ALL, "imagepull.toml": node.puller_settings()}
+            annotations = {INITDATA: codec.encode_annotation(document.create(data, "sha384").raw)}
+            pod = node.pod("crash", annotations)
+            pod_id = node.cri.run_pod_spec(pod, node.handler, timeout=POD_TIMEOUT).pod_sandbox_id
+            try:
+                first = create_reader(node, pod_id, pod, "first", loops[0])
+                wait_line(Path(pod.log_directory) / "first.log", "done", POD_TIMEOUT)
+                assert held_by_qemu(node, loops[0])
+                killed = node.node.daemon_pid()
+                assert killed is not None
+                os.kill(killed, signal.SIGKILL)
+                deadline = time.monotonic() + POD_TIMEOUT
+                while node.node.daemon_pid() in (None, killed) and time.monotonic() < deadline:
+                    time.sleep(0.5)  # the relay starts the next one
+                assert node.node.daemon_pid() not in (None, killed), node.node.daemon_log()[-3000:]
+                # The next daemon detaches the first container's volume at its removal...
+                node.cri.stop_container(first, grace=1)
+                node.cri.remove_container(first)
+                assert not held_by_qemu(node, loops[0]), node.node.daemon_log()[-3000:]
+                # ... and attaches a new container's on a free port.
+                second = create_reader(node, pod_id, pod, "second", loops[1])
+                lines = wait_line(Path(pod.log_directory) / "second.log", "done", POD_TIMEOUT)
+                assert f"data read {HOST_DATA.decode().strip()}" in lines, lines
+                assert held_by_qemu(node, loops[1])
+                node.cri.stop_container(second, grace=1)
+                node.cri.remove_container(second)
+                assert not held_by_qemu(node, loops[1])
+            finally:
+                node.cri.stop_pod(pod_id)
+                node.cri.remove_pod(pod_id)
+            assert node.leftovers() == []
+        finally:
+            for device in loops:
+                run("losetup", "-d", str(device), check=False)
+    print(f"\ntest took {time.monotonic() - started:.1f} s")
+
+
+def create_reader(node: CriNode, pod_id: str, pod: PodSpec, name: str, device: Path) -> str:
+    config = api_pb2.ContainerConfig(
+        metadata=api_pb2.ContainerMetadata(name=name),
+        image=api_pb2.ImageSpec(image=node.image),
+        command=["sh", "-c", READER],
+        log_path=f"{name}.log",
+        devices=[
+            api_pb2.Device(container_path="/dev/data", host_path=str(device), permissions="rw")
+        ],
+    )
+    request = api_pb2.CreateContainerRequest(
+        pod_sandbox_id=pod_id, config=config, sandbox_config=pod.config()
+    )
+    reply = node.cri.call("CreateContainer", request, api_pb2.CreateContainerResponse, POD_TIMEOUT)
+    node.cri.start_container(reply.container_id, timeout=POD_TIMEOUT)
+    return reply.container_id
