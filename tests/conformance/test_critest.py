@@ -4,7 +4,8 @@ same CRI node (devkit.critest), the table side by side written and printed.
 - ``test_focused_subset`` (every ``pytest -m ""`` run): a few specs that cover a pod's
   life (RunPodSandbox, a container started, ExecSync, port-forward) pass for both handlers, and a
   host-network pod is refused on ours at RunPodSandbox with the message naming
-  ``hostNetwork``, leaving nothing behind (no QEMU, veth, mount, state).
+  ``hostNetwork``, leaving nothing behind (no QEMU, veth, mount, state); its table in
+  ``build/critest/<containerd>/focused/results.md``.
 - ``test_full_suite`` (``CONTRAST_CRITEST_FULL=1``): the whole suite; every spec that
   passes on runc passes on ours except the by-design refusals (``BY_DESIGN``), which
   fail with our refusal. Its table goes to ``build/critest/<containerd>/results.md``.
@@ -67,12 +68,14 @@ def _report(runs: list[SuiteRun], out: Path, title: str) -> None:
     print(path.read_text())  # pytest shows it with -s or on failure
 
 
-def test_focused_subset(node: ConformanceNode, tmp_path: Path) -> None:
+def test_focused_subset(node: ConformanceNode) -> None:
     crinode = node.crinode
-    runc = critest.run_suite(node, crinode.runc_handler, tmp_path, focus=FOCUS)
-    ours = critest.run_suite(node, crinode.handler, tmp_path, focus=FOCUS)
+    # Not pytest's tmp_path: concurrent pytest sessions prune each other's old basetemps.
+    out = OUT / node.containerd_version / "focused"
+    runc = critest.run_suite(node, crinode.runc_handler, out, focus=FOCUS)
+    ours = critest.run_suite(node, crinode.handler, out, focus=FOCUS)
     title = f"critest, focused subset, containerd {node.containerd_version}"
-    _report([runc, ours], tmp_path, title)
+    _report([runc, ours], out, title)
     ran = {r.name for r in runc.results if r.state != "skipped"}
     assert len(ran) == len(FOCUS), ran  # each focus names exactly one spec
     assert all(runc.state_of(name) == "passed" for name in ran), critest.table([runc])
