@@ -13,6 +13,12 @@ one at ``/dev/image_store`` (the pod's secure image store), one a plain block vo
 - A character device (``/dev/null`` as a volumeDevice) fails CreateContainer naming it.
 - After the container's removal QEMU no longer holds the block volume (the store stays
   for the pod); after the pod nothing of it is left on the host, the loops detach.
+- A store too small fails the pod's first container naming the device and the step,
+  with nothing pulled into RAM instead.
+- Across a daemon SIGKILL, the next daemon detaches and attaches block volumes through
+  a QMP session of its own.
+- Bytes of the store flipped under the running pod: the guest's direct reads fail
+  (EILSEQ), never return altered data.
 """
 
 from __future__ import annotations
@@ -376,3 +382,79 @@ def create_reader(node: CriNode, pod_id: str, pod: PodSpec, name: str, device: P
     reply = node.cri.call("CreateContainer", request, api_pb2.CreateContainerResponse, POD_TIMEOUT)
     node.cri.start_container(reply.container_id, timeout=POD_TIMEOUT)
     return reply.container_id
+
+
+SLEEPER = "echo done\nsleep 3600\n"
+DIRECT_READ = ["dd", "if=/marker.txt", "of=/dev/stdout", "bs=4096", "iflag=direct"]
+
+
+def test_altered_store_blocks_fail_the_guests_reads(node: CriNode) -> None:
+    """Bytes of the store's backing file flipped under the running pod: the guest's
+    reads of those blocks (O_DIRECT, past its page cache) fail, never return the
+    altered data, and the exec's error says so; dm-crypt logs the integrity error."""
+    started = time.monotonic()
+    marker = f"contrast-e2e-integrity-{uuid.uuid4().hex}"
+    image = marker_image(marker)
+    digest = node.registry.upload(image.blobs, image.manifest, "test/integrity", "v1")
+    reference = f"{REGISTRY_HOST}/test/integrity@{digest}"
+    with tempfile.TemporaryDirectory(prefix="blockdev-") as tmp:
+        backing = Path(tmp) / "store.img"
+        backing.write_bytes(b"")
+        os.truncate(backing, STORE_BYTES)
+        device = Path(run("losetup", "-f", "--show", str(backing)).strip())
+        try:
+            assert node.cri.pull_image(reference)
+            data = {document.POLICY_NAME: ALLOW_ALL, "imagepull.toml": node.puller_settings()}
+            annotations = {INITDATA: codec.encode_annotation(document.create(data, "sha384").raw)}
+            pod = node.pod("integrity", annotations)
+            earlier = frozenset(node.node.root.rglob("console.log"))
+            pod_id = node.cri.run_pod_spec(pod, node.handler, timeout=POD_TIMEOUT).pod_sandbox_id
+            try:
+                config = api_pb2.ContainerConfig(
+                    metadata=api_pb2.ContainerMetadata(name="main"),
+                    image=api_pb2.ImageSpec(image=reference),
+                    command=["sh", "-c", SLEEPER],
+                    log_path="main.log",
+                    devices=[api_pb2.Device(container_path="/dev/image_store",
+                                            host_path=str(device), permissions="rwm")],
+                )  # fmt: skip
+                request = api_pb2.CreateContainerRequest(
+                    pod_sandbox_id=pod_id, config=config, sandbox_config=pod.config()
+                )
+                cid = node.cri.call(
+                    "CreateContainer", request, api_pb2.CreateContainerResponse, POD_TIMEOUT
+                ).container_id
+                node.cri.start_container(cid, timeout=POD_TIMEOUT)
+                wait_line(Path(pod.log_directory) / "main.log", "done", POD_TIMEOUT)
+                # Direct reads reach the disk and verify while it is intact.
+                intact = node.cri.exec_sync(cid, DIRECT_READ, timeout=300)
+                assert intact.exit_code == 0, intact.stderr
+                assert marker.encode() in intact.stdout
+                # The host flips a byte in every written sector past the LUKS2 header.
+                flipped = 0
+                with backing.open("r+b") as f:
+                    for offset in range(16 << 20, STORE_BYTES, 4096):
+                        f.seek(offset)
+                        sector = f.read(4096)
+                        if sector.count(0) < 4096:
+                            f.seek(offset + 100)
+                            f.write(bytes([sector[100] ^ 0xFF]))
+                            flipped += 1
+                    f.flush()
+                    os.fsync(f.fileno())
+                assert flipped > 0
+                altered = node.cri.exec_sync(cid, DIRECT_READ, timeout=300)
+                error = altered.stderr.decode(errors="replace")
+                assert altered.exit_code != 0, error
+                assert altered.stdout == b"", altered.stdout[:200]
+                assert any(os.strerror(e) in error for e in (5, 84)), error  # EIO, EILSEQ
+                guest_log = console_logs(node, earlier)
+                assert "INTEGRITY AEAD ERROR" in guest_log, guest_log[-3000:]
+                print(f"\n{flipped} sectors flipped; the guest's read: {error.strip()}")
+            finally:
+                node.cri.stop_pod(pod_id)
+                node.cri.remove_pod(pod_id)
+            assert node.leftovers() == []
+        finally:
+            run("losetup", "-d", str(device), check=False)
+    print(f"test took {time.monotonic() - started:.1f} s")
