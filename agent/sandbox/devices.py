@@ -268,8 +268,8 @@ class PodDevices:
                 if item.id in self.attached(POD):  # the image store, attached already
                     done.append(item)
                     continue
-                device = HostBlockDevice(item.id, item.host_path, item.serial)
                 try:
+                    device = HostBlockDevice(item.id, item.host_path, item.serial)
                     await self.attacher.attach(device)
                 except VMError as err:
                     raise BackendError(f"device {item.container_path}: {err}") from err
