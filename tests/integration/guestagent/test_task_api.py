@@ -56,7 +56,10 @@ def oci_config(args: list[str], annotations: dict[str, str], resolv: Path) -> di
         ],
         "annotations": annotations,
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+            # A pod network of its own (CRI lists it with the netns path; a sandbox
+            # without one is a hostNetwork pod, which our handler refuses).
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"},
+                           {"type": "network", "path": "/var/run/netns/cni-test"}]
         },
     }  # fmt: skip
 
