@@ -14,7 +14,7 @@ APT_PACKAGES=(
     qemu-system-x86 qemu-utils linux-image-amd64 busybox-static
     cryptsetup cryptsetup-bin dmsetup docker-registry skopeo umoci apache2-utils openssl
     mmdebstrap erofs-utils squashfs-tools cpio zstd
-    iproute2 systemd kmod e2fsprogs util-linux containernetworking-plugins
+    iproute2 iptables systemd kmod e2fsprogs util-linux containernetworking-plugins libc6-dev
 )
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
