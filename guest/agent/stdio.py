@@ -36,11 +36,14 @@ class OutputStream:
     def __init__(self, fd: int | None) -> None:
         self._fd = fd
         self._lock = asyncio.Lock()
+        # (loop, future) while a read waits for the fd: close() wakes it.
+        self._waiting: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
         if fd is not None:
             os.set_blocking(fd, False)
 
     async def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes once available; b"" at end of stream."""
+        """Up to ``size`` bytes once available; b"" at end of stream (also when the
+        stream is closed while the read waits)."""
         if size <= 0:
             raise InvalidRequest("read length must be positive")
         size = min(size, MAX_READ)
@@ -49,7 +52,7 @@ class OutputStream:
                 try:
                     data = os.read(self._fd, size)
                 except BlockingIOError:
-                    await _readable(self._fd)
+                    await self._readable(self._fd)
                     continue
                 except OSError as err:
                     # A pty master reads EIO once the last slave fd is closed.
@@ -61,6 +64,26 @@ class OutputStream:
                 return data
             return b""
 
+    async def _readable(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+        loop.add_reader(fd, _wake, ready)
+        self._waiting = (loop, ready)
+        try:
+            await ready
+        finally:
+            self._unwatch()
+
+    def _unwatch(self) -> None:
+        """Take the loop's registration back while the fd is still ours: once closed,
+        its number belongs to whatever is opened next."""
+        if self._waiting is None or self._fd is None:
+            return
+        loop, ready = self._waiting
+        self._waiting = None
+        loop.remove_reader(self._fd)
+        _wake(ready)
+
     @property
     def at_end(self) -> bool:
         """True once end of stream was read (or the stream was closed)."""
@@ -68,6 +91,7 @@ class OutputStream:
 
     def close(self) -> None:
         if self._fd is not None:
+            self._unwatch()
             os.close(self._fd)
             self._fd = None
 

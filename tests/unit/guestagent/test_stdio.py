@@ -82,3 +82,30 @@ def test_exit_codes() -> None:
     assert exit_code(3 << 8) == 3
     assert exit_code(15) == 128 + 15
     assert exit_code(9) == 128 + 9
+
+
+async def test_close_under_a_waiting_read_ends_it_and_frees_the_fd() -> None:
+    """A process deleted while a ReadStdout waits (ProcessStdio.close) must end that read
+    with end of stream, and take the fd back from the event loop before closing it: the
+    fd number is reused at once, and a reader left registered (or removed later, by the
+    stale read's cleanup) would watch or unwatch whatever got that number next."""
+    io = stdio.pipes()
+    writer = os.dup(io.child.stdout or -1)
+    io.close_child_ends()
+    pending = asyncio.ensure_future(io.stdout.read(10))
+    await asyncio.sleep(0)  # the read now waits for the fd
+    assert not pending.done()
+    await io.close()
+    # Not a time margin: a read left hanging never finishes; the bound only stops the test.
+    assert await asyncio.wait_for(pending, 30) == b""
+    # The next stream likely gets the closed fd's number: it must work normally.
+    again = stdio.pipes()
+    late = os.dup(again.child.stdout or -1)
+    again.close_child_ends()
+    reading = asyncio.ensure_future(again.stdout.read(10))
+    await asyncio.sleep(0)
+    os.write(late, b"next")
+    assert await asyncio.wait_for(reading, 30) == b"next"
+    for fd in (writer, late):
+        os.close(fd)
+    await again.close()
