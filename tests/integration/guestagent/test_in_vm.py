@@ -9,7 +9,6 @@ guest's NIC with UpdateInterface/UpdateRoutes like the node daemon does.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,18 +16,15 @@ from typing import Any
 import pytest
 
 import ttrpc
-from agent.initdata.launch import prepare
-from agent.initdata.pod import from_toml
 from agent.transport.connect import connect
 from agent.vm import console
-from agent.vm.config import Platform, UserNet
 from agent.vm.manager import VM
 from api.kata import agent_pb2, types_pb2
 from guest.image.manifest import GuestImage
 from tests.integration.guestagent import requests as rq
 from tests.integration.guestagent.conftest import AGENT_SERVICE, Pushed
 from tests.integration.guestagent.test_containers import read_all, wait
-from tests.integration.vm.conftest import guest_image, vm_config, vm_dir
+from tests.integration.vm.conftest import guest_image, pod_vm_config, registry_initdata, vm_dir
 
 __all__ = ["guest_image", "vm_dir"]  # fixtures used here
 
@@ -84,15 +80,6 @@ ExecProcessRequest if {{ input.process.Args in [["echo", "exec in the VM"], ["ca
 """
 
 
-def initdata(image: str, registry_host: str) -> bytes:
-    registries = f'[registries."{registry_host}"]\ninsecure = true\n'
-    return (
-        'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
-        f"\"policy.rego\" = '''\n{policy(image)}'''\n"
-        f"\"imagepull.toml\" = '''\n{registries}'''\n"
-    ).encode()
-
-
 @pytest.fixture
 async def vm_agent(
     guest_image: GuestImage, vm_dir: Path, pushed: Pushed
@@ -100,18 +87,8 @@ async def vm_agent(
     port = pushed.registry.port
     guest_registry = f"10.0.2.2:{port}"
     image = pushed.reference.replace(pushed.registry.host, guest_registry)
-    # vm_config writes its allow-all initdata.img into vm_dir: ours goes next to it.
-    base = vm_config(guest_image, vm_dir, "agent")
-    (vm_dir / "pod").mkdir()
-    document = from_toml(initdata(image, guest_registry))
-    launch = prepare(document, Platform.INSECURE, vm_dir / "pod")
-    config = dataclasses.replace(
-        base,
-        # Our initdata replaces the allow-all one vm_config attaches (disk and cmdline).
-        cmdline=(*guest_image.manifest.cmdline, *launch.kernel_cmdline()),
-        disks=(launch.disk(),),
-        user_net=UserNet(mac=MAC),
-        memory_mib=768,
+    config = pod_vm_config(
+        guest_image, vm_dir, "agent", registry_initdata(policy(image), guest_registry), MAC
     )
     vm = await VM.launch(config)
     try:

@@ -5,22 +5,18 @@ from the container's cgroup v2 group under crun."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 import ttrpc
-from agent.initdata.launch import prepare
-from agent.initdata.pod import from_toml
 from agent.sandbox import resolv
 from agent.sandbox.backend import ContainerSpec, Stream
 from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.state import VmRecord
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
-from agent.vm.config import Platform, UserNet
 from agent.vm.manager import VM
 from api.containerd.cgroups.v2 import metrics_pb2
 from api.kata import agent_pb2, types_pb2
@@ -33,7 +29,7 @@ from tests.integration.guestagent.test_task_api import (
     CRI_TYPE,
     oci_config,
 )
-from tests.integration.vm.conftest import guest_image, vm_config, vm_dir
+from tests.integration.vm.conftest import guest_image, pod_vm_config, registry_initdata, vm_dir
 
 __all__ = ["guest_image", "vm_dir"]  # fixtures used here
 
@@ -45,30 +41,14 @@ MAC = "52:54:00:12:34:57"
 POLICY = "package agent_policy\n\ndefault AllowRequestsFailingPolicy := true\n"
 
 
-def initdata(registry_host: str) -> bytes:
-    registries = f'[registries."{registry_host}"]\ninsecure = true\n'
-    return (
-        'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
-        f"\"policy.rego\" = '''\n{POLICY}'''\n"
-        f"\"imagepull.toml\" = '''\n{registries}'''\n"
-    ).encode()
-
-
 @pytest.fixture
 async def vm_sandbox(
     guest_image: GuestImage, vm_dir: Path, pushed: Pushed
 ) -> AsyncIterator[tuple[GuestSandbox, str]]:
     guest_registry = f"10.0.2.2:{pushed.registry.port}"
     image = pushed.reference.replace(pushed.registry.host, guest_registry)
-    base = vm_config(guest_image, vm_dir, "podfiles")
-    (vm_dir / "pod").mkdir()
-    launch = prepare(from_toml(initdata(guest_registry)), Platform.INSECURE, vm_dir / "pod")
-    config = dataclasses.replace(
-        base,
-        cmdline=(*guest_image.manifest.cmdline, *launch.kernel_cmdline()),
-        disks=(launch.disk(),),
-        user_net=UserNet(mac=MAC),
-        memory_mib=768,
+    config = pod_vm_config(
+        guest_image, vm_dir, "podfiles", registry_initdata(POLICY, guest_registry), MAC
     )
     vm = await VM.launch(config)
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import hashlib
 import os
@@ -33,13 +32,10 @@ import pytest
 import pytest_asyncio
 
 import ttrpc
-from agent.initdata.launch import prepare
-from agent.initdata.pod import from_toml
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
 from agent.vm import console, hotplug
 from agent.vm.argv import hotplug_port
-from agent.vm.config import UserNet
 from agent.vm.errors import HotplugError
 from agent.vm.manager import VM
 from agent.vm.qmp import Monitor
@@ -51,7 +47,12 @@ from guest.image.manifest import GuestImage
 from tests.conftest import require_programs
 from tests.integration.guestagent import requests as rq
 from tests.integration.guestagent.conftest import AGENT_SERVICE
-from tests.integration.vm.conftest import ALLOW_ALL, guest_image, vm_config
+from tests.integration.vm.conftest import (
+    ALLOW_ALL,
+    guest_image,
+    pod_vm_config,
+    registry_initdata,
+)
 
 __all__ = ["guest_image"]  # fixtures used here
 
@@ -104,15 +105,6 @@ def losetup(path: Path) -> Path:
     return Path(run("losetup", "--find", "--show", str(path)).stdout.decode().strip())
 
 
-def initdata(registry_host: str) -> bytes:
-    registries = f'[registries."{registry_host}"]\ninsecure = true\n'
-    return (
-        'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
-        f"\"policy.rego\" = '''\n{ALLOW_ALL}'''\n"
-        f"\"imagepull.toml\" = '''\n{registries}'''\n"
-    ).encode()
-
-
 @pytest.fixture(scope="module")
 def work() -> Iterator[Path]:
     if os.geteuid() != 0:
@@ -146,15 +138,8 @@ async def node(guest_image: GuestImage, work: Path) -> AsyncIterator[Node]:
             loops.append(losetup(path))
             stack.callback(run, "losetup", "--detach", str(loops[-1]), check=False)
 
-        base = vm_config(guest_image, work, "securemount")
-        (work / "pod").mkdir()
-        launch = prepare(from_toml(initdata(guest_registry)), base.platform, work / "pod")
-        config = dataclasses.replace(
-            base,
-            cmdline=(*guest_image.manifest.cmdline, *launch.kernel_cmdline()),
-            disks=(launch.disk(),),
-            user_net=UserNet(mac=MAC),
-            memory_mib=768,
+        config = pod_vm_config(
+            guest_image, work, "securemount", registry_initdata(ALLOW_ALL, guest_registry), MAC
         )
         vm = await VM.launch(config)
         try:

@@ -1,5 +1,6 @@
 """The guest image (built once per input hash, shared with the bench) and VM configs."""
 
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterator
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.vm.config import Disk, VirtioSerialTransport, VMConfig
+from agent.initdata.launch import prepare
+from agent.initdata.pod import from_toml
+from agent.vm.config import Disk, UserNet, VirtioSerialTransport, VMConfig
 from guest.image.build import ensure_image
 from guest.image.manifest import GuestImage
 from guest.initdata.binding import insecure_cmdline
@@ -65,4 +68,33 @@ def vm_config(image: GuestImage, directory: Path, name: str, root: Path | None =
         transport=VirtioSerialTransport(directory / "agent.sock"),
         vcpus=2,
         memory_mib=512,
+    )
+
+
+def registry_initdata(policy: str, registry_host: str) -> bytes:
+    """An initdata TOML document: ``policy`` and a puller config trusting ``registry_host``
+    over plain HTTP (the tests' loopback registry, seen from the guest)."""
+    registries = f'[registries."{registry_host}"]\ninsecure = true\n'
+    return (
+        'version = "0.1.0"\nalgorithm = "sha256"\n\n[data]\n'
+        f"\"policy.rego\" = '''\n{policy}'''\n"
+        f"\"imagepull.toml\" = '''\n{registries}'''\n"
+    ).encode()
+
+
+def pod_vm_config(
+    image: GuestImage, directory: Path, name: str, initdata: bytes, mac: str
+) -> VMConfig:
+    """A pod-VM config as the daemon launches one: ``initdata`` (a TOML document) prepared
+    for the base config's platform under ``directory/pod`` replaces the allow-all one
+    vm_config attaches (disk and cmdline), user networking with ``mac``, 768 MiB."""
+    base = vm_config(image, directory, name)
+    (directory / "pod").mkdir()
+    launch = prepare(from_toml(initdata), base.platform, directory / "pod")
+    return dataclasses.replace(
+        base,
+        cmdline=(*image.manifest.cmdline, *launch.kernel_cmdline()),
+        disks=(launch.disk(),),
+        user_net=UserNet(mac=mac),
+        memory_mib=768,
     )
