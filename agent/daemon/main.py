@@ -20,7 +20,7 @@ import asyncio
 import logging
 import signal
 
-from agent.daemon import entry
+from agent.daemon import entry, introspect
 from agent.daemon import settings as daemon_settings
 from agent.daemon.lifecycle import (
     remove_pid_file,
@@ -92,6 +92,7 @@ async def serve(config: daemon_settings.Settings, notifier: Notifier) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    introspect.install(config.run_dir)
     notifier.notify("READY=1", f"STATUS=serving on {config.socket}")
     log.info("serving the shim API on %s (backend %s)", config.socket, config.backend)
     watchdog = asyncio.create_task(notifier.watchdog())
