@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -265,6 +266,7 @@ class PodVmBackend:
             )
             if sandbox.record.details.get("netns"):
                 await _teardown(Path(sandbox.record.details["netns"]), "")
+            _remove_run_dir(sandbox.record.details)
 
     async def close(self) -> None:
         """Drop our QMP connections; the VMs keep running for the next daemon."""
@@ -282,6 +284,7 @@ class PodVmBackend:
         await _remove_cgroup(f"sandbox {record.id}", podcgroup.created_dirs(record.vm.details))
         if record.vm.details.get("netns"):
             await _teardown(Path(record.vm.details["netns"]), record.id)
+        _remove_run_dir(record.vm.details)
 
 
 async def _teardown(netns: Path, sandbox_id: str) -> None:
@@ -291,6 +294,18 @@ async def _teardown(netns: Path, sandbox_id: str) -> None:
         await pod_network.teardown_netns(netns, sandbox_id)
     except NetworkError as err:
         log.warning("sandbox %s: network teardown in %s failed: %s", sandbox_id, netns, err)
+
+
+def _remove_run_dir(details: dict[str, str]) -> None:
+    """The sandbox's run directory (console log, QMP socket, initdata disk, devices.json:
+    the console log's folder), once QEMU is gone; else one stays per pod for good."""
+    folder = Path(details.get("console_log", "")).parent
+    if details.get("console_log") and folder.is_dir():
+        shutil.rmtree(folder, onerror=_log_unremovable)
+
+
+def _log_unremovable(_function: object, path: str, _info: object) -> None:
+    log.warning("cannot remove %s from a removed sandbox's run directory", path)
 
 
 async def _remove_cgroup(what: str, created: tuple[Path, ...]) -> None:
