@@ -7,7 +7,9 @@ files of the memory, cpuacct and pids controllers.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +80,22 @@ class Cgroup:
         except OSError as err:
             raise AgentError(f"cannot list the processes of cgroup {top}: {err}") from err
         return sorted(found)
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup and its sub-groups: one write to
+        ``cgroup.kill`` (v2, Linux 5.14+, no pid can be reused meanwhile), else each pid
+        of :meth:`pids`. Raises AgentError when the cgroup cannot be read or written."""
+        if self.unified and (switch := self._file("", "cgroup.kill")).exists():
+            try:
+                switch.write_text("1")
+            except OSError as err:
+                raise AgentError(
+                    f"cannot kill the processes of cgroup {switch.parent}: {err}"
+                ) from err
+            return
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                os.kill(pid, signal.SIGKILL)
 
     def exists(self) -> bool:
         return self._file("memory", "").exists()

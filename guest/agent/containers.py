@@ -68,6 +68,8 @@ class Container:
     # exec id -> exit code of exec'd processes already forgotten (insertion ordered).
     finished_execs: dict[str, int] = field(default_factory=dict)
     oom_kills: int = 0
+    # No pid namespace of its own: its init's exit ends nothing else (see _init_exited).
+    kill_all_on_exit: bool = False
 
     def process(self, exec_id: str) -> Process:
         """The init ("") or an exec'd process. Raises NotFound."""
@@ -170,6 +172,7 @@ class Containers:
         cgroup = Cgroup(config["linux"]["cgroupsPath"])
         init = Process("", pid, io, self.reaper.watch(pid))
         container = Container(cid, bundle, cgroup, init, release)
+        container.kill_all_on_exit = not _own_pid_namespace(config)
         self._containers[cid] = container
         init.exited.add_done_callback(lambda _: self._init_exited(container))
         self._ensure_poller()
@@ -257,6 +260,15 @@ class Containers:
         container.state = State.STOPPED
         log.info("container %s init exited with %s", container.id, container.init.exited.result())
         self._check_oom(container)
+        if container.kill_all_on_exit:
+            # As runc's shim does for such a container: what its init started (a daemon
+            # in the background, an exec) would outlive it and keep its output open, so
+            # containerd, which reads that output to its end before it deletes the task,
+            # would wait forever.
+            try:
+                container.cgroup.kill()
+            except AgentError as err:
+                log.warning("container %s: its other processes not killed: %s", container.id, err)
 
     def _check_oom(self, container: Container) -> None:
         kills = container.cgroup.oom_kills()
@@ -335,6 +347,13 @@ class Containers:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+
+
+def _own_pid_namespace(config: dict[str, Any]) -> bool:
+    """Whether the spec gives the container a pid namespace of its own (an entry
+    without a path); joining another's or having none shares its processes' fate."""
+    namespaces = (config.get("linux") or {}).get("namespaces") or []
+    return any(ns.get("type") == "pid" and not ns.get("path") for ns in namespaces)
 
 
 def _read_pid(pid_file: Path) -> int:

@@ -161,6 +161,32 @@ async def test_signal_exec_stdin_and_removal(agent: Agent, pushed: Pushed) -> No
     assert "contrast.children=0" in facts
 
 
+async def test_shared_pid_namespace_init_exit_ends_its_other_processes(
+    agent: Agent, pushed: Pushed
+) -> None:
+    """A container in the pod's pid namespace whose init started a daemon: the init's
+    SIGKILL ends the daemon too (as runc's shim does), so the output the daemon held
+    open reaches its end. Before, it stayed open and containerd 2.x, which reads it to
+    the end before deleting the task, waited forever (critest's web server pod)."""
+    stub, proc = agent
+    await sandbox(stub)
+    script = "sleep 1000 & echo daemon started; wait"
+    await stub.CreateContainer(
+        rq.create_container("web", ["sh", "-c", script], pushed.reference, sandbox_pidns=True)
+    )
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="web"))
+    first = await stub.ReadStdout(agent_pb2.ReadStreamRequest(container_id="web", len=64))
+    assert first.data == b"daemon started\n"
+    await stub.SignalProcess(agent_pb2.SignalProcessRequest(container_id="web", signal=9))
+    assert await wait(stub, "web") == 128 + 9
+    # A bound only so that the old hang fails instead of blocking the suite.
+    assert await asyncio.wait_for(read_all(stub, "web"), 60) == b""
+    assert [c for c in processes_under(proc.run_dir) if "sleep" in c] == []
+    await stub.RemoveContainer(agent_pb2.RemoveContainerRequest(container_id="web"))
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+    assert processes_under(proc.run_dir) == []
+
+
 async def test_terminal_process(agent: Agent, pushed: Pushed) -> None:
     stub, _ = agent
     await sandbox(stub)
