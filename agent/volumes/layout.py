@@ -62,6 +62,9 @@ ATOMIC = {
 }
 EMPTY_DIR_PLUGIN = "kubernetes.io~empty-dir"
 POD_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
+# Options asking for mount propagation (CRI's HostToContainer: rslave, Bidirectional:
+# rshared); rprivate (CRI's default) propagates nothing.
+PROPAGATING = ("rshared", "shared", "rslave", "slave")
 
 
 def kubelet_root(env: Mapping[str, str] = os.environ) -> Path:
@@ -85,6 +88,8 @@ class Classified:
     name: str
     # subPath: the kind of the volume it is a part of.
     of: Kind | None = None
+    # A propagation the mount asks for (PROPAGATING), or "".
+    propagation: str = ""
 
     def describe(self) -> str:
         """``mount <dest> (<kind> <name>, <source>)`` for messages."""
@@ -103,15 +108,20 @@ def readonly(mount: Mapping[str, Any]) -> bool:
     return "ro" in (mount.get("options") or [])
 
 
+def propagation(mount: Mapping[str, Any]) -> str:
+    return next((o for o in mount.get("options") or [] if o in PROPAGATING), "")
+
+
 def classify(mount: Mapping[str, Any], root: Path) -> Classified:
     """What the bind ``mount`` (an OCI mount of config.json) is. Raises VolumeError for
     a kubelet path of a kind the pod-VM does not provide."""
     dest = str(mount.get("destination", ""))
     source = Path(str(mount.get("source", "")))
     ro = readonly(mount)
+    shared = propagation(mount)
 
     def make(kind: Kind, name: str, of: Kind | None = None) -> Classified:
-        return Classified(kind, dest, source, ro, name, of)
+        return Classified(kind, dest, source, ro, name, of, shared)
 
     if dest == "/dev/shm":
         return make(Kind.SHM, "")

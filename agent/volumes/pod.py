@@ -248,6 +248,11 @@ class PodVolumes:
     @staticmethod
     def _refuse(c: Classified) -> Classified:
         """``c``, unless it is refused before any copy (VolumeError)."""
+        if c.propagation:
+            raise VolumeError(
+                f"{c.describe()}: mount propagation ({c.propagation}) cannot be provided in "
+                "the pod-VM (the node's mounts are not shared with it; volumes are copies)"
+            )
         if c.kind is Kind.HOST_PATH and not c.readonly:
             raise VolumeError(
                 f"{c.describe()}: a writable hostPath cannot be provided in the pod-VM "

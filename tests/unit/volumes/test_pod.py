@@ -210,6 +210,25 @@ async def test_host_paths_read_only_copied_writable_refused(
         await PodVolumes(guest, kubelet.root).prepare(CID, oci_mounts(kubelet.mounts(), tmp_path))
 
 
+@pytest.mark.parametrize("option", ["rslave", "rshared"])
+async def test_mount_propagation_refused_naming_the_mount(
+    option: str, guest: FakeGuest, tmp_path: Path
+) -> None:
+    """CRI's HostToContainer (rslave) and Bidirectional (rshared), even read-only: a
+    copy in the pod-VM cannot propagate mounts either way."""
+    (tmp_path / "srv").mkdir()
+    mount = {"destination": "/mnt", "type": "bind", "source": str(tmp_path / "srv"),
+             "options": ["rbind", option, "ro"]}  # fmt: skip
+    with pytest.raises(VolumeError) as refused:
+        await PodVolumes(guest, tmp_path / "kubelet").prepare(CID, [mount])
+    assert str(refused.value) == (
+        f"container {CID}: mount /mnt (hostPath, {tmp_path / 'srv'}): mount propagation "
+        f"({option}) cannot be provided in the pod-VM (the node's mounts are not shared "
+        "with it; volumes are copies)"
+    )
+    assert guest.requests == []  # refused before any copy
+
+
 async def test_sandbox_container_keeps_only_what_the_guest_provides(
     guest: FakeGuest, tmp_path: Path
 ) -> None:
@@ -243,7 +262,6 @@ async def test_a_restarted_daemon_follows_running_containers_again(
     await again.container_exited(CID)
     assert log.read_text() == "after restart"
     await again.close()
-
 
 
 async def test_refusals_come_before_any_copy(
