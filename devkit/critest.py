@@ -38,6 +38,7 @@ from devkit import critest_images as images
 from devkit.command import run
 from devkit.crinode import PAUSE, CriNode, cri_node
 from devkit.criproxy import CriProxy
+from devkit.critest_specs import UNSERVABLE, by_design
 from devkit.errors import DevkitError
 from devkit.topology import ip
 from guest.image.manifest import GuestImage
@@ -49,18 +50,6 @@ PEERS_CACHE = Path(os.environ.get("CONTRAST_PEERS_CACHE", "/var/tmp/contrast-pee
 INITDATA = "io.katacontainers.config.hypervisor.cc_init_data"
 # The version containerd 1.6's own CI runs, and the one for containerd 2.x.
 CRITEST_FOR = {"1.6": "v1.27.0", "2.0.11": "v1.36.0", "2.3.4": "v1.36.0"}
-# Only a digest of upstream bytes names this image: it cannot be built here.
-UNSERVABLE = ("public image with digest should be pulled and removed",)
-
-# Specs our handler fails on purpose: the pod is refused at RunPodSandbox
-# (agent/sandbox/hostns.py), with this text in the failure.
-REFUSAL = "is not supported by the contrast-cc runtime"
-BY_DESIGN = {
-    "runtime should support HostNetwork is true": "hostNetwork",
-    "runtime should support HostIpc is true": "hostIPC",
-    "runtime should support HostPID": "hostPID",
-    "runtime should support portforward in host network": "hostNetwork",
-}
 
 ALLOW_EVERY_REQUEST = "package agent_policy\n\n" + "".join(
     f"default {name} := true\n"
@@ -328,7 +317,7 @@ def table(runs: Sequence[SuiteRun], title: str = "") -> str:
         if all(r.state_of(name) in ("skipped", None) for r in runs):
             continue  # not run: focused out, a benchmark, or skipped by the suite itself
         cells = " | ".join(_cell(r, name) for r in runs)
-        note = f" (by design: {option} refused)" if (option := by_design(name)) else ""
+        note = f" (by design: {design.what} refused)" if (design := by_design(name)) else ""
         lines.append(f"| {name.replace('|', '/')}{note} | {cells} |")
     lines.append("")
     for run_ in runs:
@@ -339,11 +328,6 @@ def table(runs: Sequence[SuiteRun], title: str = "") -> str:
 
 def failures(run_: SuiteRun) -> list[SpecResult]:
     return [r for r in run_.results if r.state not in ("passed", "skipped")]
-
-
-def by_design(name: str) -> str | None:
-    """The pod option a spec needs that our handler refuses, if any."""
-    return next((option for spec, option in BY_DESIGN.items() if name.endswith(spec)), None)
 
 
 def regressions(baseline: SuiteRun, ours: SuiteRun) -> list[str]:
