@@ -1,9 +1,10 @@
 """Guest side of pod networking: apply what the host sends (UpdateInterface,
-UpdateRoutes, AddARPNeighbors) with pyroute2, list what is configured
-(ListInterfaces, ListRoutes), and write the pod's DNS settings.
+UpdateRoutes, AddARPNeighbors) over rtnetlink (guest/agent/rtnetlink.py: not
+pyroute2, whose import alone takes about 2 s of a pod's start under TCG), list what is
+configured (ListInterfaces, ListRoutes), and write the pod's DNS settings.
 
-Every function here is blocking (pyroute2's synchronous API, which also refuses to
-run on a thread whose asyncio loop is running): call them from the agent with
+Every function here is blocking (one netlink socket each, answers awaited): call them
+from the agent with
 ``await asyncio.to_thread(netconfig.update_interface, request.interface)``.
 Failures raise :class:`NetconfigError`, whose message names the device and value;
 the agent maps it to a ttrpc status (INVALID_ARGUMENT for :class:`BadRequest`,
@@ -20,15 +21,14 @@ import re
 import socket
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from api.kata import types_pb2
+from guest.agent.rtnetlink import Address, Link, Netlink, NetlinkError, Route
 
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL = 2
+RTPROT_BOOT = 3
+RTN_UNICAST = 1
 IFF_UP = 0x1
 IFF_NOARP = 0x80
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
@@ -68,19 +68,19 @@ def _prefixlen(mask: str, address: str) -> int:
     return int(mask)
 
 
-def _find_mac(ipr: Any, mac: str) -> Any:
-    for link in ipr.get_links():
-        if str(link.get_attr("IFLA_ADDRESS") or "").lower() == mac:
+def _find_mac(nl: Netlink, mac: str) -> Link | None:
+    for link in nl.links():
+        if link.mac == mac:
             return link
     return None
 
 
-def _link_by_mac(ipr: Any, mac: str, timeout: float) -> Any:
+def _link_by_mac(nl: Netlink, mac: str, timeout: float) -> Link:
     # The NIC's driver (virtio_net) is loaded at boot by contrast-init, in the
     # background: the link may appear a moment after the agent started serving. The
     # agent itself runs no program outside its one reaper (guest/agent/children.py).
     deadline = time.monotonic() + timeout
-    while (link := _find_mac(ipr, mac)) is None:
+    while (link := _find_mac(nl, mac)) is None:
         if time.monotonic() >= deadline:
             raise NetconfigError(
                 f"no network link with MAC {mac} after {timeout:g} s "
@@ -104,16 +104,26 @@ def _check_interface(iface: types_pb2.Interface) -> str:
     return mac
 
 
-def _keep_address(msg: Any) -> bool:
+def _keep_address(address: Address) -> bool:
     # The kernel's own IPv6 link-local address stays; everything else is replaced.
-    return bool(msg["family"] == socket.AF_INET6 and ipaddress.ip_address(
-        msg.get_attr("IFA_ADDRESS")).is_link_local)  # fmt: skip
+    return address.family == socket.AF_INET6 and ipaddress.ip_address(
+        address.address).is_link_local  # fmt: skip
+
+
+def _index(nl: Netlink, name: str) -> int | None:
+    return next((link.index for link in nl.links() if link.name == name), None)
 
 
 def ensure_loopback() -> None:
     """Bring ``lo`` up (containers share the guest's network namespace)."""
-    with IPRoute() as ipr:
-        ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    with Netlink() as nl:
+        index = _index(nl, "lo")
+        if index is None:
+            raise NetconfigError("the guest has no loopback link lo")
+        try:
+            nl.set_link(index, flags=IFF_UP, change=IFF_UP)
+        except NetlinkError as err:
+            raise NetconfigError(f"bringing lo up: {err}") from err
 
 
 def update_interface(iface: types_pb2.Interface, timeout: float = 10.0) -> types_pb2.Interface:
@@ -124,59 +134,54 @@ def update_interface(iface: types_pb2.Interface, timeout: float = 10.0) -> types
     """
     mac = _check_interface(iface)
     ensure_loopback()
-    with IPRoute() as ipr:
-        link = _link_by_mac(ipr, mac, timeout)
-        index = int(link["index"])
+    with Netlink() as nl:
+        link = _link_by_mac(nl, mac, timeout)
+        index = link.index
         try:
-            if link.get_attr("IFLA_IFNAME") != iface.name:
-                ipr.link("set", index=index, state="down")
-                ipr.link("set", index=index, ifname=iface.name)
+            if link.name != iface.name:
+                nl.set_link(index, flags=0, change=IFF_UP)
+                nl.set_link(index, name=iface.name)
             if iface.mtu:
-                ipr.link("set", index=index, mtu=iface.mtu)
-            noarp = iface.raw_flags & IFF_NOARP
-            ipr.link("set", index=index, flags=noarp, change=IFF_NOARP)
-            for old in ipr.get_addr(index=index):
+                nl.set_link(index, mtu=iface.mtu)
+            nl.set_link(index, flags=iface.raw_flags & IFF_NOARP, change=IFF_NOARP)
+            for old in nl.addresses(index):
                 if not _keep_address(old):
-                    ipr.addr(
-                        "del", index=index, address=old.get_attr("IFA_ADDRESS"),
-                        prefixlen=old["prefixlen"],
-                    )  # fmt: skip
+                    nl.delete_address(old)
             for a in iface.IPAddresses:
-                ipr.addr(
-                    "add", index=index, address=a.address,
-                    prefixlen=_prefixlen(a.mask, a.address), family=_family(a.family),
-                )  # fmt: skip
-            ipr.link("set", index=index, state="up")
+                nl.add_address(index, _family(a.family), a.address, _prefixlen(a.mask, a.address))
+            nl.set_link(index, flags=IFF_UP, change=IFF_UP)
+            shown = next((x for x in nl.links() if x.index == index), None)
+            if shown is None:
+                raise NetconfigError(f"interface {iface.name} ({mac}) vanished")
+            return _interface(nl, shown)
         except NetlinkError as err:
             raise NetconfigError(f"interface {iface.name} ({mac}): {err}") from err
-        return _interface(ipr, ipr.get_links(index)[0])
 
 
-def _interface(ipr: Any, link: Any) -> types_pb2.Interface:
-    index = int(link["index"])
-    name = str(link.get_attr("IFLA_IFNAME"))
+def _interface(nl: Netlink, link: Link) -> types_pb2.Interface:
     return types_pb2.Interface(
-        device=name,
-        name=name,
+        device=link.name,
+        name=link.name,
         IPAddresses=[
             types_pb2.IPAddress(
-                family=_pb_family(int(a["family"])),
-                address=str(a.get_attr("IFA_ADDRESS")),
-                mask=str(a["prefixlen"]),
+                family=_pb_family(a.family), address=a.address, mask=str(a.prefixlen)
             )
-            for a in ipr.get_addr(index=index)
+            for a in nl.addresses(link.index)
         ],
-        mtu=int(link.get_attr("IFLA_MTU") or 0),
-        hwAddr=str(link.get_attr("IFLA_ADDRESS") or ""),
-        type=str(link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") or ""),
-        raw_flags=int(link["flags"]) & IFF_NOARP,
+        mtu=link.mtu,
+        hwAddr=link.mac,
+        type=link.kind,
+        raw_flags=link.flags & IFF_NOARP,
     )
 
 
 def list_interfaces() -> list[types_pb2.Interface]:
     """Every link of the guest, loopback included, with its addresses."""
-    with IPRoute() as ipr:
-        return [_interface(ipr, link) for link in ipr.get_links()]
+    try:
+        with Netlink() as nl:
+            return [_interface(nl, link) for link in nl.links()]
+    except NetlinkError as err:
+        raise NetconfigError(f"listing interfaces: {err}") from err
 
 
 def _route_order(route: types_pb2.Route) -> int:
@@ -184,27 +189,32 @@ def _route_order(route: types_pb2.Route) -> int:
     return 0 if not route.gateway else 1
 
 
-def _route_args(ipr: Any, route: types_pb2.Route) -> dict[str, Any]:
-    indexes = ipr.link_lookup(ifname=route.device)
-    if not indexes:
-        raise NetconfigError(f"route {route.dest or 'default'}: no device {route.device!r}")
-    args: dict[str, Any] = {
-        "family": _family(route.family), "oif": indexes[0], "scope": route.scope,
-        "table": RT_TABLE_MAIN, "proto": "boot",
-    }  # fmt: skip
+def _planned(nl: Netlink, route: types_pb2.Route) -> Route:
+    what = route.dest or "default"
+    index = _index(nl, route.device)
+    if index is None:
+        raise NetconfigError(f"route {what}: no device {route.device!r}")
+    if not 0 <= route.scope <= 255:
+        raise BadRequest(f"route {what}: scope {route.scope} out of range 0..255")
+    family = _family(route.family)
+    dst, dst_len = None, 0
     if route.dest and route.dest != "default":
         try:
             net = ipaddress.ip_network(route.dest, strict=False)
         except ValueError as err:
             raise BadRequest(f"route dest {route.dest!r} is not a network") from err
-        args.update(dst=str(net.network_address), dst_len=net.prefixlen)
+        if (net.version == 6) != (family == socket.AF_INET6):
+            raise BadRequest(f"route dest {route.dest} does not match family {route.family}")
+        dst, dst_len = str(net.network_address), net.prefixlen
     if route.gateway:
-        _check_address(route.gateway, route.family, f"route {route.dest or 'default'} gateway")
-        args["gateway"] = route.gateway
+        _check_address(route.gateway, route.family, f"route {what} gateway")
     if route.source:
-        _check_address(route.source, route.family, f"route {route.dest or 'default'} source")
-        args["prefsrc"] = route.source
-    return args
+        _check_address(route.source, route.family, f"route {what} source")
+    return Route(
+        family=family, dst_len=dst_len, tos=0, table=RT_TABLE_MAIN, proto=RTPROT_BOOT,
+        scope=route.scope, type=RTN_UNICAST, dst=dst, gateway=route.gateway or None,
+        oif=index, prefsrc=route.source or None,
+    )  # fmt: skip
 
 
 def update_routes(routes: Iterable[types_pb2.Route]) -> list[types_pb2.Route]:
@@ -214,23 +224,21 @@ def update_routes(routes: Iterable[types_pb2.Route]) -> list[types_pb2.Route]:
     Returns the guest's routes afterwards. Raises BadRequest, NetconfigError.
     """
     wanted = sorted(routes, key=_route_order)
-    with IPRoute() as ipr:
-        plans = [(r, _route_args(ipr, r)) for r in wanted]  # validate all before changing
-        for oif in {args["oif"] for _, args in plans}:
+    with Netlink() as nl:
+        plans = [(r, _planned(nl, r)) for r in wanted]  # validate all before changing
+        for oif in {plan.oif for _, plan in plans}:
             for family in (socket.AF_INET, socket.AF_INET6):
                 # A list first: no deletes while the dump is still being read.
-                table = list(ipr.get_routes(family=family, oif=oif, table=RT_TABLE_MAIN))
-                for old in table:
-                    if old["proto"] == RTPROT_KERNEL:
+                for old in _main_routes(nl, family):
+                    if old.oif != oif or old.proto == RTPROT_KERNEL:
                         continue
-                    ident = _identity(old)
                     try:
-                        ipr.route("del", **ident)
+                        nl.delete_route(old)
                     except NetlinkError as err:
-                        raise NetconfigError(f"cannot remove old route {ident}: {err}") from err
-        for route, args in plans:
+                        raise NetconfigError(f"cannot remove old route {old}: {err}") from err
+        for route, plan in plans:
             try:
-                ipr.route("replace", **args)
+                nl.replace_route(plan)
             except NetlinkError as err:
                 raise NetconfigError(
                     f"route {route.dest or 'default'} via {route.gateway or '-'} "
@@ -239,58 +247,52 @@ def update_routes(routes: Iterable[types_pb2.Route]) -> list[types_pb2.Route]:
     return list_routes()
 
 
-def _identity(msg: Any) -> dict[str, Any]:
-    ident: dict[str, Any] = {
-        "family": msg["family"], "dst_len": msg["dst_len"], "table": RT_TABLE_MAIN,
-        "oif": msg.get_attr("RTA_OIF"), "scope": msg["scope"], "proto": msg["proto"],
-    }  # fmt: skip
-    if msg.get_attr("RTA_DST") is not None:
-        ident["dst"] = msg.get_attr("RTA_DST")
-    if msg.get_attr("RTA_GATEWAY") is not None:
-        ident["gateway"] = msg.get_attr("RTA_GATEWAY")
-    return ident
+def _main_routes(nl: Netlink, family: int) -> list[Route]:
+    return [r for r in nl.routes(family) if r.table == RT_TABLE_MAIN]
 
 
 def list_routes() -> list[types_pb2.Route]:
     """The main table's routes, IPv4 and IPv6, as types.Route (dest "" for default)."""
     out = []
-    with IPRoute() as ipr:
-        names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
-        for family in (socket.AF_INET, socket.AF_INET6):
-            for m in ipr.get_routes(family=family, table=RT_TABLE_MAIN):
-                dst = m.get_attr("RTA_DST")
-                out.append(
-                    types_pb2.Route(
-                        dest="" if dst is None else f"{dst}/{m['dst_len']}",
-                        gateway=str(m.get_attr("RTA_GATEWAY") or ""),
-                        device=names.get(int(m.get_attr("RTA_OIF") or 0), ""),
-                        source=str(m.get_attr("RTA_PREFSRC") or ""),
-                        scope=int(m["scope"]),
-                        family=_pb_family(int(m["family"])),
+    try:
+        with Netlink() as nl:
+            names = {link.index: link.name for link in nl.links()}
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for m in _main_routes(nl, family):
+                    out.append(
+                        types_pb2.Route(
+                            dest="" if m.dst is None else f"{m.dst}/{m.dst_len}",
+                            gateway=m.gateway or "",
+                            device=names.get(m.oif or 0, ""),
+                            source=m.prefsrc or "",
+                            scope=m.scope,
+                            family=_pb_family(m.family),
+                        )
                     )
-                )
+    except NetlinkError as err:
+        raise NetconfigError(f"listing routes: {err}") from err
     return out
 
 
 def add_arp_neighbors(neighbors: Iterable[types_pb2.ARPNeighbor]) -> None:
     """Add (or replace) the given neighbour entries. Raises BadRequest, NetconfigError."""
-    with IPRoute() as ipr:
+    with Netlink() as nl:
         for n in neighbors:
             ip = n.toIPAddress
             what = f"neighbour {ip.address} on {n.device!r}"
             _check_address(ip.address, ip.family, what)
             if n.lladdr and not _MAC.match(n.lladdr.lower()):
                 raise BadRequest(f"{what}: lladdr {n.lladdr!r} is not a MAC")
-            indexes = ipr.link_lookup(ifname=n.device)
-            if not indexes:
+            if not 0 <= n.state <= 0xFFFF or not 0 <= n.flags <= 0xFF:
+                raise BadRequest(f"{what}: state {n.state} or flags {n.flags} out of range")
+            index = _index(nl, n.device)
+            if index is None:
                 raise NetconfigError(f"{what}: no such device")
-            args: dict[str, Any] = {"dst": ip.address, "ifindex": indexes[0],
-                                    "family": _family(ip.family), "state": n.state,
-                                    "flags": n.flags}  # fmt: skip
-            if n.lladdr:
-                args["lladdr"] = n.lladdr.lower()
             try:
-                ipr.neigh("replace", **args)
+                nl.replace_neighbour(
+                    index, _family(ip.family), ip.address, n.lladdr.lower() or None,
+                    state=n.state, flags=n.flags,
+                )  # fmt: skip
             except NetlinkError as err:
                 raise NetconfigError(f"{what}: {err}") from err
 

@@ -3,7 +3,7 @@ contrast.guest.v1.TerminationMessage) and how they are built.
 
 Start-up is split so that Health answers as early as possible: this module imports
 only ttrpc and the generated messages; the AgentService with its heavy imports
-(regopy, the image puller, pyroute2) and the compiled policy is built afterwards,
+(regopy, the image puller) and the compiled policy is built afterwards,
 while the server already listens (:class:`DeferredAgentService`).
 """
 

@@ -40,7 +40,6 @@ PACKAGES = (
 PYTHON_DISTRIBUTIONS = {
     "protobuf": "google.protobuf",
     "regopy": "regopy",
-    "pyroute2": "pyroute2",
     "zstandard": "zstandard",
 }
 
