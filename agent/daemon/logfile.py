@@ -21,20 +21,17 @@ import logging.handlers
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+# Defined with the settings: the shim entry reads those on every task start and
+# should not import logging.handlers for it.
+from agent.daemon.settings import LogLimits
+
+__all__ = ["LogLimits"]
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 STDOUT_STDERR = (1, 2)
-
-
-@dataclass(frozen=True)
-class LogLimits:
-    """Size of one log file and how many older ones are kept (both at least 1)."""
-
-    max_bytes: int = 4 * 1024 * 1024
-    backups: int = 3
 
 
 def backup(path: Path, n: int) -> Path:

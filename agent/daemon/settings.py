@@ -30,7 +30,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.daemon.logfile import LogLimits
+
+@dataclass(frozen=True)
+class LogLimits:
+    """Size of one log file and how many older ones are kept (both at least 1); used by
+    :mod:`agent.daemon.logfile`."""
+
+    max_bytes: int = 4 * 1024 * 1024
+    backups: int = 3
+
 
 SOCKET = "daemon.sock"
 PID_FILE = "daemon.pid"
