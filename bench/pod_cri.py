@@ -174,6 +174,13 @@ def print_cri(measured: CriRuns, floors: list[float], boots: list[float]) -> Non
     print(f"  runs {[round(f, 2) for f in floors]}")
     print(f"our pod-VM boot to the first policy-checked agent reply: {boot:.2f} s")
     print(f"  runs {[round(b, 2) for b in boots]}")
+    ratio = boot / floor
+    print(f"  = {ratio:.2f}x the floor (target <= 1.25x: {'met' if ratio <= 1.25 else 'NOT met'})")
+    if ratio > 1.25:
+        print("  (TCG: the guest's python3 start, the agent's imports, initdata and the policy's")
+        print("  compile in a forked check run on an emulated CPU, each page read through erofs")
+        print("  and dm-verity emulated too; the floor runs none of it. The guest agent's own")
+        print("  start and the network set-up are printed apart below.)")
     if len(pulls) != len(ours):
         print("guest pull: no 'pulled' line in a pod-VM's console log; overhead not computed")
         return
@@ -193,15 +200,21 @@ def print_cri(measured: CriRuns, floors: list[float], boots: list[float]) -> Non
     )
     spread = max(r.output for r in ours) - min(r.output for r in ours)
     print(f"  spread of our totals over the runs: {1000 * spread:.0f} ms")
-    print_split([r.times for r in ours if r.times is not None])
+    host_side = print_split([r.times for r in ours if r.times is not None])
+    if host_side is not None:
+        print(
+            f"  for comparison: runc's whole pod through the same containerd (its CNI, shim, runc"
+            f"\n  and the container too) {1000 * median_of(runc, 'output'):.0f} ms; our host "
+            f"side includes containerd's and CNI's share of that"
+        )
 
 
-def print_split(timed: list[PodTimes]) -> None:
+def print_split(timed: list[PodTimes]) -> float | None:
     """Inside our pods: launch, boot, then each step after the pod-VM is ready split
-    into host side and guest side (medians over the runs)."""
+    into host side and guest side (medians over the runs); the host side's seconds."""
     if not timed:
         print("inside our pods: not measured (lines missing from the daemon's or console log)")
-        return
+        return None
 
     def med(values: list[float]) -> float:
         return statistics.median(values)
@@ -251,10 +264,11 @@ def print_split(timed: list[PodTimes]) -> None:
     print(f"  link       {1000 * link:6.0f} ms: host <-> guest transport, partly guest CPU")
     print(f"  guest side {1000 * guest_side:6.0f} ms: our guest agent (policy, crun, overlay,")
     print("    puller set-up), pull excluded; its CPU is emulated by TCG here")
-    verdict = "met" if host_side < 0.5 else "NOT met"
-    print(f"target < 500 ms: compared with the host side: {1000 * host_side:.0f} ms, {verdict}.")
+    verdict = "met" if host_side < 0.15 else "NOT met"
+    print(f"target < 150 ms: compared with the host side: {1000 * host_side:.0f} ms, {verdict}.")
     print("  It is the part of our overhead that runs here as on a real node. The guest side")
     print("  and link are our code too, but under TCG the guest's CPU is roughly ten times")
     print("  slower than under KVM, so this machine cannot tell whether all of it stays under")
-    print(f"  500 ms on real hardware; as measured here (TCG) all three sum to "
+    print(f"  150 ms on real hardware; as measured here (TCG) all three sum to "
           f"{1000 * (host_side + link + guest_side):.0f} ms.")  # fmt: skip
+    return host_side
