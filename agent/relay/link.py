@@ -13,7 +13,9 @@ When the daemon's side drops (the daemon died), containerd's side stays open:
   delivered), and running it twice could do harm;
 - requests arriving meanwhile wait for the daemon;
 - a request still waiting at its own deadline (``timeout_nano``), or after
-  :data:`WAIT_SECONDS` when it has none, is answered UNAVAILABLE.
+  :data:`WAIT_SECONDS` without a daemon when it has none, is answered UNAVAILABLE
+  (counted from when it began waiting: a Wait containerd sent when the task started,
+  replayed after a daemon crash hours later, gets the whole bound too).
 
 An oversized frame or a request that does not decode, from either side, closes this
 link (both its connections) and nothing else.
@@ -73,6 +75,7 @@ class Pending:
     replayable: bool
     deadline: float
     sent: bool
+    own_deadline: bool  # containerd's timeout_nano, else WAIT_SECONDS from its wait
 
 
 class Downstream(FrameProtocol):
@@ -167,6 +170,7 @@ class Link:
                 replayable=request.service in TASK_SERVICES and request.method in REPLAYABLE,
                 deadline=self._loop.time() + timeout,
                 sent=self.upstream is not None,
+                own_deadline=request.timeout_nano > 0,
             )
         if self.upstream is not None:
             self.upstream.write_frame(stream_id, message_type, flags, data)
@@ -200,6 +204,8 @@ class Link:
                 )
             else:
                 request.sent = False
+                if not request.own_deadline:  # waits for a daemon from now on
+                    request.deadline = self._loop.time() + WAIT_SECONDS
         self._reconnect()
 
     # -- reconnecting --------------------------------------------------------------

@@ -173,6 +173,32 @@ async def test_a_wait_in_flight_is_replayed_to_the_next_daemon(run_dir: Path) ->
     await daemon.close()
 
 
+async def test_a_wait_older_than_the_bound_is_replayed_all_the_same(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CRI's Wait has no deadline and is in flight for as long as the task runs. The
+    bound for a daemon to come back counts from the daemon's loss, not from when the
+    Wait was sent: before, a daemon crash more than WAIT_SECONDS after a container's
+    start answered its Wait UNAVAILABLE at once, and containerd took the task for
+    exited and tore the pod down (found by tests/e2e/test_restart_under_load.py)."""
+    monkeypatch.setattr(link_module, "WAIT_SECONDS", 0.0)  # long past when the Wait is sent
+    first = FakeDaemon()
+    daemon = await serve_daemon(run_dir, first)
+    async with relay_on(run_dir) as relay, await client_of(relay) as client:
+        wait = asyncio.create_task(
+            client.call(SERVICE, "Wait", shim_pb2.WaitRequest(id="c1"), shim_pb2.WaitResponse)
+        )
+        await first.waiting.wait()
+        monkeypatch.setattr(link_module, "WAIT_SECONDS", 30.0)  # the bound at the loss
+        await kill(daemon)
+        second = FakeDaemon(exit_status=137)
+        daemon = await serve_daemon(run_dir, second)
+        reply = await asyncio.wait_for(wait, 10)
+        assert reply.exit_status == 137
+        assert second.calls == ["Wait c1"]
+    await daemon.close()
+
+
 async def test_a_create_in_flight_is_answered_unavailable(run_dir: Path) -> None:
     first = FakeDaemon()
     daemon = await serve_daemon(run_dir, first)
