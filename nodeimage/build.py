@@ -35,6 +35,8 @@ _DPKG_EXCLUDES = (
 )
 _TRIM = ("var/cache/apt", "var/lib/apt/lists", "var/log", "usr/share/doc", "usr/share/man")
 _RECIPE = ("nodeimage", "packaging/node")
+# The fully qualified name (what CRI normalises contrast-node to).
+IMAGE_NAME = "docker.io/library/contrast-node"
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class NodeImage:
     @property
     def reference(self) -> str:
         """The name:tag the layout's index carries (the tag is the handler)."""
-        return f"contrast-node:{self.handler}"
+        return f"{IMAGE_NAME}:{self.handler}"
 
 
 def default_cache() -> Path:
@@ -192,6 +194,7 @@ def _build(work: Path, key: str, platform: str, guest_dir: Path, sources: list[s
     built = oci.write_layout(
         tree,
         work / LAYOUT,
+        name=IMAGE_NAME,
         tag=handler,
         cmd=list(layout.CMD),
         labels={"org.opencontainers.image.title": "contrast-node", "io.contrast.handler": handler},
@@ -202,7 +205,7 @@ def _build(work: Path, key: str, platform: str, guest_dir: Path, sources: list[s
         "key": key,
         "platform": platform,
         "handler": handler,
-        "reference": f"contrast-node:{handler}",
+        "reference": f"{IMAGE_NAME}:{handler}",
         "manifest_digest": built.manifest_digest,
         "layer_bytes": built.layer_bytes,
         "tree_bytes": built.tree_bytes,

@@ -76,12 +76,14 @@ def write_layout(
     root: Path,
     layout: Path,
     *,
+    name: str,
     tag: str,
     cmd: list[str],
     labels: dict[str, str],
     mtime: int,
 ) -> Built:
-    """Write ``root`` as the OCI image layout ``layout`` whose one manifest is ``tag``."""
+    """Write ``root`` as the OCI image layout ``layout`` whose one manifest is ``tag``
+    (``name:tag`` for containerd's import)."""
     blobs = layout / "blobs/sha256"
     blobs.mkdir(parents=True)
     tar_path = layout / "layer.tar"
@@ -126,7 +128,11 @@ def write_layout(
             {
                 "mediaType": MANIFEST_MEDIA,
                 **manifest_desc,
-                "annotations": {"org.opencontainers.image.ref.name": tag},
+                "annotations": {
+                    "org.opencontainers.image.ref.name": tag,
+                    # ctr images import names the image after this
+                    "io.containerd.image.name": f"{name}:{tag}",
+                },
             }
         ],
     }

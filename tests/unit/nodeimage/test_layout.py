@@ -99,10 +99,10 @@ def test_oci_layer_is_the_same_for_the_same_tree_and_leaves_out_runtime_dirs(
         return root
 
     one = oci.write_layout(
-        tree(tmp_path / "a"), tmp_path / "la", tag="t", cmd=["x"], labels={}, mtime=5
+        tree(tmp_path / "a"), tmp_path / "la", name="n", tag="t", cmd=["x"], labels={}, mtime=5
     )
     two = oci.write_layout(
-        tree(tmp_path / "b"), tmp_path / "lb", tag="t", cmd=["x"], labels={}, mtime=5
+        tree(tmp_path / "b"), tmp_path / "lb", name="n", tag="t", cmd=["x"], labels={}, mtime=5
     )
     assert one.manifest_digest == two.manifest_digest
     blobs = tmp_path / "la/blobs/sha256"
