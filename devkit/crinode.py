@@ -119,9 +119,7 @@ def containerd_config_with_handler(
     # runc then fails with "can't get final child's PID from pipe").
     runtime["restrict_oom_score_adj"] = True
     if registry_hosts is not None:
-        registry_parent.setdefault("registry", tomlkit.table())["config_path"] = str(
-            registry_hosts
-        )
+        registry_parent.setdefault("registry", tomlkit.table())["config_path"] = str(registry_hosts)
         if version != 2:
             transfer = plugins.setdefault("io.containerd.transfer.v1.local", tomlkit.table())
             transfer["config_path"] = str(registry_hosts)
@@ -185,10 +183,13 @@ def containerd_in(
     work: Path,
     env: dict[str, str],
     release: ContainerdRelease = DEBIAN_RELEASE,
+    *,
+    wrap: tuple[str, ...] = (),
 ) -> Iterator[Containerd]:
     """containerd (``release``) on ``config_text`` inside ``netns`` with ``env`` (which
     it passes on to the shims; the release's programs first on its ``PATH``); stopped
-    (and waited for) afterwards."""
+    (and waited for) afterwards. ``wrap``: a command line the launch runs under (it
+    ends by exec'ing its arguments), e.g. into namespaces of a test's own."""
     work.mkdir(parents=True, exist_ok=True)
     socket = work / "c.sock"  # work is short (node root): containerd adds ".ttrpc"
     config = work / "containerd.toml"
@@ -205,8 +206,8 @@ def containerd_in(
     def launch() -> None:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [*enter, *argv], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env,
+                [*wrap, *enter, *argv], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
         running.append(proc)
         _wait_for_cri(daemon, proc, log)
@@ -344,6 +345,7 @@ def cri_node(
     base_config: str | None = None,
     handler: str = HANDLER,
     containerd: str | ContainerdRelease = DEBIAN,
+    wrap: tuple[str, ...] = (),
 ) -> Iterator[CriNode]:
     """A CRI node for ``image`` under ``parent`` (see the module docstring). Raises
     DevkitError (or CommandFailed) naming what did not come up; ReleaseMissing when
@@ -351,7 +353,7 @@ def cri_node(
     on this machine. The node's config starts from ``base_config``, else from the
     release's own ``containerd config default``. ``base_config``: a containerd config
     naming ``handler`` already (the installer's, as the demo has it); its runtime config
-    is used then, not ``CriNode.runtime_config``."""
+    is used then, not ``CriNode.runtime_config``. ``wrap``: see :func:`containerd_in`."""
     chosen = containerd_release(containerd) if isinstance(containerd, str) else containerd
     base = base_config if base_config is not None else chosen.default_config()
     with ExitStack() as stack:
@@ -375,7 +377,7 @@ def cri_node(
             base=base,
         )  # fmt: skip
         env = {**os.environ, **{k: v for k, v in node.env.items() if k != "TTRPC_ADDRESS"}}
-        daemon = stack.enter_context(containerd_in(topo.node, text, work, env, chosen))
+        daemon = stack.enter_context(containerd_in(topo.node, text, work, env, chosen, wrap=wrap))
         cri = Cri(daemon.socket)
         stack.callback(_remove_pods, cri)
         cri.pull_image(PAUSE)
