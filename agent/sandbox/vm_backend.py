@@ -107,6 +107,7 @@ class PodVmBackend:
             launch = initdata.prepare(pod, spec.config.platform, spec.run_dir) if pod else None
             vm_config = self._vm_config(spec, launch)
         except (initdata.InitdataError, VMError) as err:
+            _remove_run_dir({"console_log": str(spec.run_dir / "console.log")})
             raise BackendError(f"sandbox {spec.id}: {err}") from err
         if launch is None:
             log.warning(
@@ -115,12 +116,15 @@ class PodVmBackend:
         try:
             network = await pod_network.setup(spec.netns, spec.id)
         except NetworkError as err:
+            _remove_run_dir({"console_log": str(spec.run_dir / "console.log")})
             raise BackendError(f"sandbox {spec.id}: pod network: {err}") from err
         try:
             return await self._launch(spec, vm_config, network)
         except BaseException:
             if spec.netns is not None:
                 await _teardown(spec.netns, spec.id)
+            # QEMU stopped already (its console's tail is in the error): nothing stays.
+            _remove_run_dir({"console_log": str(spec.run_dir / "console.log")})
             raise
 
     async def _launch(
@@ -152,6 +156,8 @@ class PodVmBackend:
         if network is not None:
             vm_config = dataclasses.replace(vm_config, net=network[0].nic())
             tap_fd = network[1]
+        boot_seconds = spec.config.timeouts.boot_seconds
+        boot_deadline = asyncio.get_running_loop().time() + boot_seconds
         try:
             vm = await VM.launch(
                 vm_config, tap_fd=tap_fd, preexec=placement.join if placement else None
@@ -172,7 +178,7 @@ class PodVmBackend:
             if placement is not None:
                 podcgroup.verify(vm.process.pid, placement)
             client = await connect(vm_config.transport)
-            await vm.wait_ready(spec.config.timeouts.boot_seconds)
+            await vm.wait_ready(boot_seconds)
             details = {
                 "qmp_socket": str(vm_config.qmp_socket),
                 "console_log": str(vm_config.console_log),
@@ -191,8 +197,13 @@ class PodVmBackend:
                 pod_devices.LaunchedVM(vm), spec.run_dir / pod_devices.STATE_FILE
             )
             if network is not None:
+                # The guest's first AgentService requests also wait for its agent to
+                # load the policy (initdata, the policy's compile): boot work, which on a
+                # loaded node (pods starting at once) can take longer than one call's
+                # timeout. They may use what is left of the boot's budget.
+                first = max(timeout, boot_deadline - asyncio.get_running_loop().time())
                 try:
-                    await configure_guest(sandbox.agent.agent, network[0], spec.id, timeout)
+                    await configure_guest(sandbox.agent.agent, network[0], spec.id, first)
                 except (TtrpcError, TimeoutError) as err:
                     raise BackendError(f"sandbox {spec.id}: guest network: {err}") from err
             await sandbox.create_sandbox(spec.hostname, spec.id, spec.dns)
