@@ -7,8 +7,9 @@ same CRI node (devkit.critest), the table side by side written and printed.
   ``hostNetwork``, leaving nothing behind (no QEMU, veth, mount, state); its table in
   ``build/critest/<containerd>/focused/results.md``.
 - ``test_full_suite`` (``CONTRAST_CRITEST_FULL=1``): the whole suite; every spec that
-  passes on runc passes on ours except the by-design refusals (``BY_DESIGN``), which
-  fail with our refusal. Its table goes to ``build/critest/<containerd>/results.md``.
+  passes on runc passes on ours except the by-design refusals
+  (``devkit.critest_specs.BY_DESIGN``), which fail with the refusal's text. Its table
+  goes to ``build/critest/<containerd>/results.md``.
 
 One node per containerd version per module: Debian's 1.6 with critest v1.27.0 (what
 containerd 1.6's own CI runs), 2.3.4 from ../shared/peers with v1.36.0.
@@ -39,13 +40,6 @@ FOCUS = (
     r"runtime should support portforward \[Conformance\]",
     r"runtime should support HostNetwork is true",
 )
-# Left out of the 2.3.4 subset until fixed (not the port-forward: "port mapping with only
-# container port" hangs the same way): on 2.3.4, StopPodSandbox of a pod whose web-server
-# container (script + background httpd) is killed waits 10 min for its exit; the daemon
-# logs "output still flowing 5.0 s after exit", then "init exited with 137", and
-# containerd reports "waiting for container ... to be killed: wait container: context
-# canceled". Passes on 1.6.
-NOT_ON_2X = (r"runtime should support portforward \[Conformance\]",)
 OUT = Path(__file__).parents[2] / "build" / "critest"
 CONTAINERDS = ("1.6", "2.3.4")
 
@@ -80,7 +74,7 @@ def test_focused_subset(node: ConformanceNode) -> None:
     crinode = node.crinode
     # Not pytest's tmp_path: concurrent pytest sessions prune each other's old basetemps.
     out = OUT / node.containerd_version / "focused"
-    focus = FOCUS if node.containerd_version == "1.6" else tuple(set(FOCUS) - set(NOT_ON_2X))
+    focus = FOCUS
     runc = critest.run_suite(node, crinode.runc_handler, out, focus=focus)
     ours = critest.run_suite(node, crinode.handler, out, focus=focus)
     title = f"critest, focused subset, containerd {node.containerd_version}"
