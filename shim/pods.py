@@ -61,6 +61,8 @@ class Pod:
     # None when the sandbox could not be reattached after a restart.
     sandbox: PodSandbox | None
     live: dict[tuple[str, str], Live] = field(default_factory=dict)
+    # Forwards the guest's OOM kills as TaskOOM events (TaskProcesses._forward_ooms).
+    oom_watcher: asyncio.Task[None] | None = None
 
     def live_of(self, container_id: str, exec_id: str) -> Live:
         key = (container_id, exec_id)

@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,23 @@ class TaskProcesses:
         )
         bridge.open()
         live.bridge = bridge
+
+    def _watch_ooms(self, pod: Pod) -> None:
+        next_oom = getattr(pod.sandbox, "next_oom", None)
+        if pod.oom_watcher is None and next_oom is not None:
+            pod.oom_watcher = asyncio.create_task(self._forward_ooms(pod, next_oom))
+
+    async def _forward_ooms(self, pod: Pod, next_oom: Callable[[], Awaitable[str]]) -> None:
+        """Each OOM kill the guest reports, as containerd's TaskOOM: its CRI then gives
+        the container the reason OOMKilled (else "Error"), on 1.6 and 2.x alike."""
+        while True:
+            try:
+                container_id = await next_oom()
+            except (SandboxError, NotImplementedError) as err:
+                log.info("sandbox %s: no more OOM events: %s", pod.record.id, err)
+                return
+            log.info("%s/%s: OOM kill in the guest", pod.record.id, container_id)
+            self._publish(pod, events.TaskOOM(container_id=container_id))
 
     def _watch(self, pod: Pod, container_id: str, exec_id: str) -> None:
         live = pod.live_of(container_id, exec_id)
@@ -201,9 +219,12 @@ class TaskProcesses:
         except SandboxError:
             await self._destroy(pod)
             raise
+        self._watch_ooms(pod)
         return pod
 
     async def _destroy(self, pod: Pod) -> None:
+        if pod.oom_watcher is not None:
+            pod.oom_watcher.cancel()
         for live in pod.live.values():
             if live.bridge is not None:
                 await live.bridge.close()
@@ -288,6 +309,7 @@ class TaskProcesses:
                     await self._exited(pod, container.id, process.exec_id, 255)
             return
         log.info("sandbox %s/%s reattached", record.namespace, record.id)
+        self._watch_ooms(pod)
         follow = getattr(sandbox, "follow_container", None)
         for container in record.containers:
             if follow is not None and container.init.status is not Status.STOPPED:
@@ -309,6 +331,8 @@ class TaskProcesses:
     async def close(self) -> None:
         """Stop watching (the sandboxes keep running for the next daemon)."""
         for pod in self.pods.all():
+            if pod.oom_watcher is not None:
+                pod.oom_watcher.cancel()
             for live in pod.live.values():
                 if live.watcher is not None:
                     live.watcher.cancel()

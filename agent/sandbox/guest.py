@@ -187,6 +187,12 @@ class GuestSandbox:
         reply = await self._call("WaitProcess", request, timeout=None)
         return int(reply.status)
 
+    async def next_oom(self) -> str:
+        """The id of the next container the guest's OOM killer hit (GetOOMEvent,
+        which answers only then)."""
+        reply = await self._call("GetOOMEvent", agent_pb2.GetOOMEventRequest(), timeout=None)
+        return str(reply.container_id)
+
     async def read_output(
         self, container_id: str, exec_id: str, stream: Stream, size: int
     ) -> bytes:

@@ -18,6 +18,7 @@ import pytest
 import ttrpc
 from agent.sandbox.local_backend import LocalAgentBackend
 from api.containerd.cgroups.v2 import metrics_pb2
+from api.containerd.events import task_pb2
 from api.containerd.task.v2 import shim_pb2
 from api.kata import agent_pb2
 from tests.integration.guestagent import requests as rq
@@ -200,3 +201,38 @@ async def test_list_processes_formats(daemon: tuple[Harness, Any]) -> None:
             )
     finally:
         await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+
+
+async def test_oom_kill_reaches_containerd_as_task_oom(
+    daemon: tuple[Harness, Any], pushed: Pushed, tmp_path: Path
+) -> None:
+    """The guest's OOM kill of a container becomes containerd's TaskOOM (its CRI's
+    OOMKilled reason; critest v1.36's OOM spec saw "Error" before)."""
+    harness, _ = daemon
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 10.96.0.10\n")
+    pause = oci_config(["/pause"], {CRI_TYPE: "sandbox", CRI_SANDBOX_ID: SANDBOX}, resolv)
+    await create(harness, SANDBOX, pause)
+    annotations = {CRI_TYPE: "container", CRI_SANDBOX_ID: SANDBOX, CRI_IMAGE: pushed.reference}
+    hog = oci_config(["sh", "-c", "x=a; while true; do x=$x$x; done"], annotations, resolv)
+    hog["linux"]["resources"] = {"memory": {"limit": 16 << 20, "swap": 16 << 20}}
+    try:
+        await create(harness, "hog", hog)
+        waited = await asyncio.wait_for(harness.task.Wait(shim_pb2.WaitRequest(id="hog")), 120)
+        assert waited.exit_status == 128 + signal.SIGKILL
+        # exit and OOM come from separate guest calls: either order (containerd's CRI
+        # takes the reason from TaskOOM whenever it arrives).
+        sink = harness.sink
+        async with sink.arrived:  # a bound only so that a missing event fails the test
+            await asyncio.wait_for(
+                sink.arrived.wait_for(lambda: any(e.topic == "/tasks/oom" for e in sink.envelopes)),
+                60,
+            )
+        envelopes = list(sink.envelopes)
+        ooms = [e for e in envelopes if e.topic == "/tasks/oom"]
+        assert len(ooms) == 1, [e.topic for e in envelopes]
+        assert task_pb2.TaskOOM.FromString(ooms[0].event.value).container_id == "hog"
+    finally:
+        await stop(harness, "hog")
+        await stop(harness, SANDBOX)
+    assert harness.store.load_all() == ([], [])
