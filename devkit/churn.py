@@ -125,14 +125,20 @@ class PodTrace:
     netns: str
 
 
-def pod_cycle(crinode: CriNode, handler: str, name: str, annotations: dict[str, str]) -> PodTrace:
+def pod_cycle(
+    crinode: CriNode, handler: str, name: str, annotations: dict[str, str],
+    on_stage: Callable[[str], None] = lambda _: None,
+) -> PodTrace:  # fmt: skip
     """One pod's life: RunPodSandbox, a container of the busybox image whose output
     reaches its CRI log, an ExecSync answering, StopPodSandbox, RemovePodSandbox
-    (also when a step failed). Raises what the failed step raised."""
+    (also when a step failed). ``on_stage`` hears "run", "create", "exec" and "remove"
+    before each. Raises what the failed step raised."""
     cri = crinode.cri
     spec = crinode.pod(name, annotations)
+    on_stage("run")
     pod_id = cri.run_pod_spec(spec, handler, timeout=POD_TIMEOUT).pod_sandbox_id
     try:
+        on_stage("create")
         command = ["sh", "-c", f"echo up {name}; exec sleep 3600"]
         cid = cri.create_container(
             pod_id, spec, "work", image=crinode.image, command=command, timeout=POD_TIMEOUT
@@ -140,10 +146,12 @@ def pod_cycle(crinode: CriNode, handler: str, name: str, annotations: dict[str, 
         netns = network_namespace(cri.container_info(cid))
         cri.start_container(cid, timeout=POD_TIMEOUT)
         wait_for_line(Path(spec.log_directory) / "work.log", f"up {name}", POD_TIMEOUT)
+        on_stage("exec")
         done = cri.exec_sync(cid, ["sh", "-c", f"echo exec {name}"])
         if (done.stdout, done.exit_code) != (f"exec {name}\n".encode(), 0):
             raise DevkitError(f"pod {name}: ExecSync answered {done}")
     finally:
+        on_stage("remove")
         cri.stop_pod(pod_id)
         cri.remove_pod(pod_id)
     return PodTrace(pod_id, (cid,), netns)
