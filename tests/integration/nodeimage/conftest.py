@@ -14,6 +14,11 @@ PLATFORM = "qemu-insecure"
 
 @pytest.fixture(scope="session")
 def node_image() -> NodeImage:
+    return built_node_image()
+
+
+def built_node_image() -> NodeImage:
+    """The node image for PLATFORM from nodeimage's cache (built when its inputs changed)."""
     require_programs("mmdebstrap", "chroot", "mkfs.erofs", "veritysetup")
     if os.geteuid() != 0:
         pytest.skip("building the node image needs root (mmdebstrap --mode=root, chroot)")
