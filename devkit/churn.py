@@ -22,6 +22,7 @@ from pathlib import Path
 
 from agent.daemon import introspect
 from agent.daemon.logfile import LogLimits
+from agent.sandbox.state import StateStore
 from api.kata import agent_pb2
 from devkit.crilog import wait_for_line
 from devkit.crinode import CriNode
@@ -143,7 +144,7 @@ def pod_cycle(
         cid = cri.create_container(
             pod_id, spec, "work", image=crinode.image, command=command, timeout=POD_TIMEOUT
         )
-        netns = network_namespace(cri.container_info(cid))
+        netns = sandbox_netns(crinode, pod_id, cid)
         cri.start_container(cid, timeout=POD_TIMEOUT)
         wait_for_line(Path(spec.log_directory) / "work.log", f"up {name}", POD_TIMEOUT)
         on_stage("exec")
@@ -155,6 +156,18 @@ def pod_cycle(
         cri.stop_pod(pod_id)
         cri.remove_pod(pod_id)
     return PodTrace(pod_id, (cid,), netns)
+
+
+def sandbox_netns(crinode: CriNode, pod_id: str, container_id: str) -> str:
+    """The pod's network namespace: the file CNI made under /var/run/netns, as our
+    daemon's sandbox record names it; else the container's spec's path (runc's pods:
+    ``/proc/<sandbox pid>/ns/net``, gone with that process, a number a later process
+    may reuse, so not checked afterwards)."""
+    records, _ = StateStore(crinode.node.state_dir).load_all()
+    for record in records:
+        if record.id == pod_id and record.vm is not None and record.vm.details.get("netns"):
+            return record.vm.details["netns"]
+    return network_namespace(crinode.cri.container_info(container_id))
 
 
 def network_namespace(info: dict[str, object]) -> str:
@@ -180,7 +193,8 @@ def pod_remains(trace: PodTrace) -> list[str]:
     """A traced pod's netns and cgroup directories (sandbox's and containers', on
     every hierarchy: containerd's CRI names them ``k8s.io/<id>`` with cgroupfs) that
     still exist."""
-    found = [f"netns: {trace.netns}"] if trace.netns and Path(trace.netns).exists() else []
+    named = trace.netns and not trace.netns.startswith("/proc/")
+    found = [f"netns: {trace.netns}"] if named and Path(trace.netns).exists() else []
     for ident in (trace.pod_id, *trace.container_ids):
         found += [f"cgroup: {p}" for p in CGROUP_ROOT.glob(f"*/k8s.io/{ident}")]
         found += [f"cgroup: {p}" for p in CGROUP_ROOT.glob(f"k8s.io/{ident}")]
