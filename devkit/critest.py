@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--handler", action="append", choices=["runc", "ours"])
     parser.add_argument("--out", type=Path, default=REPO / "build" / "critest")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # critest, which writes the reports, runs elsewhere
     image = load(args.guest) if args.guest else ensure_image()
     runs = []
     with conformance_node(image, containerd=args.containerd) as node:
