@@ -49,4 +49,8 @@ if [ -n "$problem" ]; then
     echo "containerd-shim-contrast-cc-v2: $problem" >&2
     exit 1
 fi
-exec nsenter --target "$pid" --mount --wd="$PWD" -- /usr/local/bin/containerd-shim-contrast-cc-v2 "$@"
+# The bundle directory (containerd's cwd for us) by its path, after entering: nsenter's
+# --wd would open it on the host's side, a directory outside the container's root
+# there, where getcwd() fails (ENOENT) and the shim cannot name its bundle.
+exec nsenter --target "$pid" --mount -- /bin/sh -c 'cd "$1" && shift && exec "$@"' \
+    containerd-shim-contrast-cc-v2 "$PWD" /usr/local/bin/containerd-shim-contrast-cc-v2 "$@"

@@ -166,7 +166,8 @@ def test_shim_launcher_enters_the_daemons_mount_namespace(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        f"nsenter --target {os.getpid()} --mount --wd={tmp_path} -- "
+        f"nsenter --target {os.getpid()} --mount -- /bin/sh -c cd \"$1\" && shift && exec \"$@\" "
+        f"containerd-shim-contrast-cc-v2 {tmp_path} "
         "/usr/local/bin/containerd-shim-contrast-cc-v2 -namespace k8s.io -id abc start",
         # The shim, and the relay it starts, are told: the kubelet runs the daemon (never
         # start one), and leave when idle.
