@@ -2,7 +2,7 @@
 time, in one node daemon; afterwards nothing is left and the daemon holds what it held
 before the first of them.
 
-``CONTRAST_CHURN_CYCLES`` pods (9 by default, in rounds of three at once; the bench,
+``CONTRAST_CHURN_CYCLES`` pods (6 by default, in rounds of three at once; the bench,
 ``bench/churn_bench.py``, runs 50) after a first pod that starts the relay and the
 daemon, whose figures then are the start level. Each pod: pod-VM (256 MiB, TCG), a
 container whose first line reaches its CRI log, an ExecSync, stop, remove.
@@ -35,7 +35,7 @@ from tests.integration.vm.conftest import guest_image
 pytestmark = pytest.mark.vm
 __all__ = ["guest_image"]
 
-CYCLES = int(os.environ.get("CONTRAST_CHURN_CYCLES", "9"))
+CYCLES = int(os.environ.get("CONTRAST_CHURN_CYCLES", "6"))
 PARALLEL = 3
 # The allocator's high-water mark after the first pods settles within this (the bench
 # shows the plateau over 50 pods); a leak of the smallest per-pod object graph we keep
