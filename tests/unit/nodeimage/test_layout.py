@@ -38,7 +38,7 @@ def test_the_contract_holds_the_scripts_the_daemonset_and_launcher_run() -> None
     paths = {str(p) for p in layout.contract("qemu-insecure", REPO)}
     launcher = (REPO / "packaging/node/shim-launcher.sh").read_text()
     assert "/usr/local/bin/containerd-shim-contrast-cc-v2" in paths
-    assert "-- /usr/local/bin/containerd-shim-contrast-cc-v2 " in launcher
+    assert ' /usr/local/bin/containerd-shim-contrast-cc-v2 "$@"\n' in launcher
     assert {
         "/usr/local/bin/contrast-node-installer",
         "/usr/local/bin/contrast-node-daemon",
