@@ -121,7 +121,9 @@ def test_the_daemon_container_serves_the_host_side_launcher(
         launched = subprocess.run(
             ["sh", str(REPO / "packaging/node/shim-launcher.sh"), "-v"],
             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTRAST_RUN_DIR": str(pidfile.parent)},
-            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+            # containerd's cwd for the shim is the bundle, at the same path in the
+            # daemon container (its /run/containerd mount); "/" is on both sides too.
+            cwd="/", capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert launched.returncode == 0, launched.stderr
         assert launched.stdout.startswith("containerd-shim-contrast-cc-v2 (contrast-node ")
