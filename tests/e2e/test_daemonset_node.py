@@ -12,7 +12,9 @@ containerd runs the installed shim launcher, which enters the daemon container.
 The runtime config's boot bound is raised for TCG under load, and the inner containerd
 gets the installed shim on its PATH (containerd 1.6 ignores runtime_path).
 
-Not yet (issue 18): the day-2 operations (rollout, daemon kill, uninstall), 2.3.4.
+Day 2 so far: the daemon container killed and restarted (attempt 1), the pod-VM
+survives and an exec in its container is served by the new daemon. Not yet (issue 18):
+a rollout to a new image, uninstall, 2.3.4.
 """
 
 from __future__ import annotations
@@ -225,7 +227,22 @@ def test_a_confidential_pod_on_a_node_the_daemonset_set_up(node_image: NodeImage
                 ["pgrep", "-f", f"qemu-system.* -kernel {kernel} "],
                 capture_output=True, text=True, timeout=30, check=False,
             )  # fmt: skip
-            assert found.stdout.split(), "no pod-VM on the installed kernel"
+            qemus = found.stdout.split()
+            assert qemus, "no pod-VM on the installed kernel"
+            # Day 2, the daemon container killed (StopContainer with no grace: SIGKILL)
+            # and restarted as the kubelet does (attempt 1): the pod-VM lives on in its
+            # pod's cgroup, and the next daemon serves the running container.
+            node.cri.stop_container(daemon_id, grace=0)
+            (root / "run/contrast/daemon.sock").unlink(missing_ok=True)
+            again = pod.container_config(daemon, node_image.reference, paths, attempt=1)
+            daemon_id = run_container(node, pod_id, sandbox, again)
+            deadline = time.monotonic() + 300
+            while not (root / "run/contrast/daemon.sock").exists():
+                assert time.monotonic() < deadline, "the restarted daemon serves no socket"
+                time.sleep(0.5)
+            assert all(Path(f"/proc/{pid}").exists() for pid in qemus), "the pod-VM died"
+            reply = inner.exec_sync(cid, ["echo", "after the daemon's restart"], timeout=300)
+            assert (reply.exit_code, reply.stdout) == (0, b"after the daemon's restart\n"), reply
             inner.stop_pod(web)
             inner.remove_pod(web)
     finally:
