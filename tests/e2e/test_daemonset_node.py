@@ -14,7 +14,9 @@ gets the installed shim on its PATH (containerd 1.6 ignores runtime_path).
 
 Day 2 so far: the daemon container killed and restarted (attempt 1), the pod-VM
 survives and an exec in its container is served by the new daemon. Not yet (issue 18):
-a rollout to a new image, uninstall, 2.3.4.
+a rollout to a new image, 2.3.4. Then uninstall (after the pod's removal, as
+packaging/README says): runtime table and assets gone, the inner containerd restarted
+without the handler.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import pytest
 from api.containerd.cri.runtime.v1 import api_pb2
 from bench.pod_cri import ALLOW_EVERY_REQUEST, INITDATA
 from devkit import daemonset
-from devkit.containerd import DEBIAN
+from devkit.containerd import DEBIAN, Containerd
 from devkit.containerd import release as containerd_release
 from devkit.cri import Cri, PodSpec
 from devkit.crilog import wait_for_line
@@ -245,6 +247,25 @@ def test_a_confidential_pod_on_a_node_the_daemonset_set_up(node_image: NodeImage
             assert (reply.exit_code, reply.stdout) == (0, b"after the daemon's restart\n"), reply
             inner.stop_pod(web)
             inner.remove_pod(web)
+            # Uninstall with the Contrast pods gone (packaging/README: delete them first):
+            # the installer's own uninstall, from the image, into the same node root.
+            removal = pod.container_config(installer, node_image.reference, paths)
+            removal.metadata.name = "uninstaller"
+            removal.log_path = "uninstaller_0.log"
+            del removal.command[:]
+            removal.command.extend([
+                "contrast-node-installer", "uninstall", "--manifest",
+                "/usr/share/contrast/manifest.toml", "--host-root", "/host",
+            ])  # fmt: skip
+            done = node.cri.wait_exited(run_container(node, pod_id, sandbox, removal), 600)
+            out = (logs / "uninstaller_0.log").read_text(errors="replace")
+            assert done.exit_code == 0, out
+            assert "restart containerd.service: done" in out, out
+            assert not (root / "opt/contrast" / handler).exists()
+            assert handler not in config.read_text()
+            inner_ctd = Containerd(state / "c.sock", state / "containerd.log", release)
+            assert handler not in inner_ctd.cri_runtimes()
+            assert "runc" in inner_ctd.cri_runtimes()
     finally:
         shutil.rmtree(top, ignore_errors=True)
         if made_run_contrast:
