@@ -50,14 +50,15 @@ from devkit.crinode import (
 )
 from guest.image.build import ensure_image as ensure_guest_image
 from guest.initdata import codec, document
-from nodeimage import oci
 from nodeimage.build import NodeImage
 from tests.conftest import require_programs
 from tests.integration.nodeimage.conftest import built_node_image
 from tests.integration.nodeimage.test_daemonset_install import TO_PID1_CGROUPS
 from tests.integration.nodeimage.test_daemonset_pod import (
     host_paths,
+    import_node_image,
     remove_pods,
+    run_daemonset_sandbox,
     shared_mount,
 )
 
@@ -152,23 +153,11 @@ def test_a_confidential_pod_on_a_node_the_daemonset_set_up(node_image: NodeImage
             conf = json.loads(cni.read_text())
             conf["first"], conf["last"] = INNER_ADDRESSES
             cni.write_text(json.dumps(conf))
-            archive = oci.archive(node_image.layout, top / "node-image.tar")
-            imported = subprocess.run(
-                [node.release.ctr, "-a", str(node.containerd.socket), "-n", "k8s.io", "images",
-                 "import", "--snapshotter", "native", str(archive)],
-                capture_output=True, text=True, timeout=900, check=False,
-            )  # fmt: skip
-            assert imported.returncode == 0, imported.stderr
-            archive.unlink()
+            import_node_image(node, node_image, top)
             logs = node.logs / "daemonset"
             logs.mkdir(parents=True)
             stack.callback(remove_pods, node)
-            sandbox = pod.sandbox_config("uid-daemonset", str(logs))
-            pod_id = node.cri.call(
-                "RunPodSandbox",
-                api_pb2.RunPodSandboxRequest(config=sandbox, runtime_handler=node.runc_handler),
-                api_pb2.RunPodSandboxResponse,
-            ).pod_sandbox_id
+            sandbox, pod_id = run_daemonset_sandbox(node, pod, logs)
             # The node's pods' netns are the machine's /run/netns (the inner containerd's
             # CNI makes them there); every other hostPath is the node root's.
             node_paths = host_paths(root)

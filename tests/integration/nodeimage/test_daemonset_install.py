@@ -15,7 +15,6 @@ containerd's CRI runtimes after the installer's restart.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 import tempfile
 import tomllib
@@ -30,11 +29,17 @@ from devkit.containerd import DEBIAN, Containerd
 from devkit.containerd import release as containerd_release
 from devkit.crinode import cri_node
 from guest.image.build import ensure_image as ensure_guest_image
-from nodeimage import layout, oci
+from nodeimage import layout
 from nodeimage.build import NodeImage
 from tests.conftest import require_programs
 from tests.integration.installer import fake_systemd
-from tests.integration.nodeimage.test_daemonset_pod import host_paths, remove_pods, shared_mount
+from tests.integration.nodeimage.test_daemonset_pod import (
+    host_paths,
+    import_node_image,
+    remove_pods,
+    run_daemonset_sandbox,
+    shared_mount,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,23 +95,11 @@ def test_the_installer_init_container_registers_the_runtime_with_the_nodes_conta
             systemctl.chmod(0o755)
             wrap = node_namespaces(systemctl, root / "opt")
             node = stack.enter_context(cri_node(ensure_guest_image(), wrap=wrap))
-            archive = oci.archive(node_image.layout, node.node.root / "node-image.tar")
-            imported = subprocess.run(
-                [node.release.ctr, "-a", str(node.containerd.socket), "-n", "k8s.io", "images",
-                 "import", "--snapshotter", "native", str(archive)],
-                capture_output=True, text=True, timeout=900, check=False,
-            )  # fmt: skip
-            assert imported.returncode == 0, imported.stderr
-            archive.unlink()
+            import_node_image(node, node_image, node.node.root)
             logs = node.logs / "daemonset"
             logs.mkdir(parents=True)
             stack.callback(remove_pods, node)
-            sandbox = pod.sandbox_config("uid-daemonset", str(logs))
-            pod_id = node.cri.call(
-                "RunPodSandbox",
-                api_pb2.RunPodSandboxRequest(config=sandbox, runtime_handler=node.runc_handler),
-                api_pb2.RunPodSandboxResponse,
-            ).pod_sandbox_id
+            sandbox, pod_id = run_daemonset_sandbox(node, pod, logs)
             spec = pod.container_config(installer, node_image.reference, host_paths(root))
             cid = node.cri.call(
                 "CreateContainer",

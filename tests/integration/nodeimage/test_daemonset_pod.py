@@ -60,6 +60,32 @@ def remove_pods(node: CriNode) -> None:
         node.cri.remove_pod(sandbox.id)
 
 
+def import_node_image(node: CriNode, image: NodeImage, where: Path) -> None:
+    """``image`` imported into ``node``'s containerd (k8s.io namespace, as the kubelet
+    pulls it), through an OCI archive written under ``where`` and removed again."""
+    archive = oci.archive(image.layout, where / "node-image.tar")
+    imported = subprocess.run(
+        [node.release.ctr, "-a", str(node.containerd.socket), "-n", "k8s.io", "images",
+         "import", "--snapshotter", "native", str(archive)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    archive.unlink()
+
+
+def run_daemonset_sandbox(
+    node: CriNode, pod: daemonset.DaemonSetPod, logs: Path
+) -> tuple[api_pb2.PodSandboxConfig, str]:
+    """The DaemonSet's pod sandbox run with runc, as the kubelet runs it: its config and id."""
+    sandbox = pod.sandbox_config("uid-daemonset", str(logs))
+    pod_id = node.cri.call(
+        "RunPodSandbox",
+        api_pb2.RunPodSandboxRequest(config=sandbox, runtime_handler=node.runc_handler),
+        api_pb2.RunPodSandboxResponse,
+    ).pod_sandbox_id
+    return sandbox, pod_id
+
+
 def live_pid(pidfile: Path) -> int | None:
     try:
         pid = int(pidfile.read_text())
@@ -75,26 +101,14 @@ def test_the_daemon_container_serves_the_host_side_launcher(
     pod = daemonset.load()
     with ExitStack() as stack:
         node = stack.enter_context(cri_node(ensure_guest_image()))
-        archive = oci.archive(node_image.layout, node.node.root / "node-image.tar")
-        imported = subprocess.run(
-            [node.release.ctr, "-a", str(node.containerd.socket), "-n", "k8s.io", "images",
-             "import", "--snapshotter", "native", str(archive)],
-            capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
-        assert imported.returncode == 0, imported.stderr
-        archive.unlink()
+        import_node_image(node, node_image, node.node.root)
         root = node.node.root / "host"
         stack.enter_context(shared_mount(root))
         logs = node.logs / "daemonset"
         logs.mkdir(parents=True)
         # The sandbox is removed before the node root is unmounted (ExitStack order).
         stack.callback(remove_pods, node)
-        sandbox = pod.sandbox_config("uid-daemonset", str(logs))
-        pod_id = node.cri.call(
-            "RunPodSandbox",
-            api_pb2.RunPodSandboxRequest(config=sandbox, runtime_handler=node.runc_handler),
-            api_pb2.RunPodSandboxResponse,
-        ).pod_sandbox_id
+        sandbox, pod_id = run_daemonset_sandbox(node, pod, logs)
         config = pod.container_config("daemon", node_image.reference, host_paths(root))
         cid = node.cri.call(
             "CreateContainer",
