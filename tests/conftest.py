@@ -30,6 +30,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.e2e)
 
 
+FAILED_CALL = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Record on the item whether its test body failed, for fixtures that print
+    diagnostics (a VM's console) at teardown only then: see :func:`call_failed`."""
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[FAILED_CALL] = True
+    return report
+
+
+def call_failed(request: pytest.FixtureRequest) -> bool:
+    """Whether the requesting test's body failed (for use in fixture teardown)."""
+    return bool(request.node.stash.get(FAILED_CALL, False))
+
+
 class SubprocessForbidden(RuntimeError):
     """A unit test tried to run a program it did not declare with allow_programs."""
 

@@ -10,13 +10,14 @@ import pytest
 
 from agent.initdata.launch import prepare
 from agent.initdata.pod import from_toml
+from agent.vm import console
 from agent.vm.config import Disk, UserNet, VirtioSerialTransport, VMConfig
 from guest.image.build import ensure_image
 from guest.image.manifest import GuestImage
 from guest.initdata.binding import insecure_cmdline
 from guest.initdata.disk import encode
 from guest.initdata.document import POLICY_NAME, create
-from tests.conftest import require_programs
+from tests.conftest import call_failed, require_programs
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +29,24 @@ def guest_image() -> GuestImage:
 
 
 @pytest.fixture
-def vm_dir() -> Iterator[Path]:
+def vm_dir(request: pytest.FixtureRequest) -> Iterator[Path]:
     # A comma in the directory name: every path QEMU gets must survive its option syntax.
     # Short, under /tmp: unix socket paths are limited to 107 bytes.
     with tempfile.TemporaryDirectory(prefix="vm,") as tmp:
         yield Path(tmp)
+        if call_failed(request):
+            print_consoles(Path(tmp))
+
+
+CONSOLE_TAIL = 32768
+
+
+def print_consoles(directory: Path) -> None:
+    """Print the tail of every console log under ``directory`` (the guest kernel's and
+    agent's own account of a failure: pytest shows it under "Captured stdout teardown")."""
+    for log in sorted(directory.rglob("*console*.log")):
+        print(f"----- {log} (last {CONSOLE_TAIL} bytes) -----")
+        print(console.tail(log, CONSOLE_TAIL))
 
 
 # These tests are about the VM, not the policy: every agent request is allowed.
