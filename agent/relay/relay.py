@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import subprocess
 from collections.abc import AsyncIterator
@@ -57,12 +58,42 @@ class RelayError(Exception):
     """The relay cannot serve; names what is wrong."""
 
 
-def sandboxes_exist(state_dir: Path) -> bool:
-    """The daemon keeps state for at least one sandbox (``sandboxes/<ns>/<id>.json``)."""
+DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _names(folder: int, name: str) -> list[str]:
+    """The visible entries of directory ``name`` in the directory open as ``folder``
+    (none when it is gone or no directory); raises OSError."""
     try:
-        return any((state_dir / "sandboxes").glob("*/*.json"))
+        fd = os.open(name, DIRECTORY, dir_fd=folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    try:
+        return [n for n in os.listdir(fd) if not n.startswith(".")]  # noqa: PTH208 (an fd)
+    finally:
+        os.close(fd)
+
+
+def sandboxes_exist(state_dir: int) -> bool:
+    """The daemon keeps state for at least one sandbox (``sandboxes/<ns>/<id>.json``)
+    in the state directory open as ``state_dir`` (a directory fd: it stays the host's
+    directory when the path no longer leads there, see :mod:`agent.relay.main`)."""
+    try:
+        sandboxes = os.open("sandboxes", DIRECTORY, dir_fd=state_dir)
+    except FileNotFoundError:
+        return False
     except OSError:
         return True  # cannot tell: stay
+    try:
+        return any(
+            name.endswith(".json")
+            for namespace in _names(sandboxes, ".")
+            for name in _names(sandboxes, namespace)
+        )
+    except OSError:
+        return True
+    finally:
+        os.close(sandboxes)
 
 
 def answers(path: Path) -> bool:
@@ -81,19 +112,27 @@ def answers(path: Path) -> bool:
 class Relay:
     """Every containerd-facing socket of the node, and the links through them."""
 
-    def __init__(self, config: daemon_settings.Settings) -> None:
+    def __init__(
+        self, config: daemon_settings.Settings, public_run_dir: Path | None = None
+    ) -> None:
+        """``public_run_dir``: the run directory as containerd names it, when
+        ``config.run_dir`` is relative (our working directory, :mod:`agent.relay.main`)."""
         self.config = config
+        self._public_ns_dir = (public_run_dir or config.run_dir) / daemon_settings.NS_DIR
         self.links: set[Link] = set()
         self._listeners: dict[str, asyncio.Server] = {}
         self._control = Server(peer_check=root_only)
         self._daemon: subprocess.Popen[bytes] | None = None
         self._listened = False  # a Listen since the idle watch last looked
+        self._state_dir: int | None = None  # config.state_dir, open once it exists
         self.idle = asyncio.Event()
 
     # -- serving -------------------------------------------------------------------
 
     async def start(self) -> None:
         """Listen for every namespace the daemon serves, then serve ``relay.sock``."""
+        with contextlib.suppress(OSError):  # not there yet: the idle watch tries again
+            self._open_state_dir()
         daemon_ns = self.config.daemon_ns_dir
         if daemon_ns.is_dir():
             for path in sorted(daemon_ns.glob("*.sock")):
@@ -126,8 +165,8 @@ class Relay:
                 self._listeners[name] = await ttrpc_transport.listen_unix(path, accept)
             except TtrpcError as err:
                 raise RelayError(str(err)) from err
-            log.info("relaying %s to %s", path, upstream)
-        return f"unix://{path}"
+            log.info("relaying %s to %s", self._public_ns_dir / path.name, upstream)
+        return f"unix://{self._public_ns_dir / path.name}"
 
     async def Listen(
         self, request: relay_pb2.ListenRequest, ctx: CallContext
@@ -158,7 +197,7 @@ class Relay:
         log.warning("no node daemon answers on %s: starting one", self.config.socket)
         try:
             self._daemon = spawn_detached(
-                "agent.daemon", self.config.run_dir, daemon_settings.LOG_FILE
+                "agent.daemon", self.config.run_dir.absolute(), daemon_settings.LOG_FILE
             )
         except (OSError, subprocess.SubprocessError) as err:
             log.error("cannot start the node daemon: %s", err)  # noqa: TRY400 (says it all)
@@ -170,12 +209,26 @@ class Relay:
             self.config.run_dir / daemon_settings.LOCK_FILE
         )
 
+    def _open_state_dir(self) -> None:
+        """Hold the state directory open while its path leads there; raises OSError."""
+        if self._state_dir is None:
+            self._state_dir = os.open(self.config.state_dir, DIRECTORY)
+
+    def _sandboxes_exist(self) -> bool:
+        try:
+            self._open_state_dir()  # the daemon may create it after we started
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True  # cannot tell: stay
+        return self._state_dir is not None and sandboxes_exist(self._state_dir)
+
     def _needed(self) -> bool:
         if self.links:
             return True
         if self.config.supervised:
             listened, self._listened = self._listened, False
-            return listened or sandboxes_exist(self.config.state_dir)
+            return listened or self._sandboxes_exist()
         if self._daemon is not None and self._daemon.poll() is not None:
             self._daemon = None  # reaped
         return self._daemon is not None or self._daemon_runs()
@@ -211,3 +264,6 @@ class Relay:
             with contextlib.suppress(OSError):
                 (self.config.ns_dir / f"{name}.sock").unlink()
         await self._control.close()
+        if self._state_dir is not None:
+            os.close(self._state_dir)
+            self._state_dir = None

@@ -7,8 +7,10 @@ daemon's mount namespace but not in its process tree: after the daemon is SIGKIL
 connection, starts no daemon itself, lets containerd's ``delete`` run the shim in its
 namespace meanwhile, serves the next daemon (a new mount namespace) through the shared
 run directory after the old image's files are gone (each container binds its own copy
-of our packages; the relay imports nothing once serving) and leaves once no containerd
-connection and no sandbox remain."""
+of our packages; the relay imports nothing once serving) and after its own mount of the
+run directory is detached (containerd removing the old container's root deletes the
+mount points in it, which detaches their mounts in the relay's namespace as well), and
+leaves once no containerd connection and no sandbox remain."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,7 +31,15 @@ import pytest
 from api.containerd.task.v2 import shim_pb2
 from shim.task import SERVICE
 from tests.conftest import require_programs
-from tests.integration.shim.node import REPO, SHIM, Node, node_env, relay_pid
+from tests.integration.shim.node import (
+    REPO,
+    SHIM,
+    Node,
+    node_env,
+    relay_pid,
+    stop_daemon,
+    stop_relay,
+)
 from ttrpc import Client, NotFound, ServiceStub
 
 LAUNCHER = REPO / "packaging/node/shim-launcher.sh"
@@ -84,6 +94,46 @@ def daemon_container(node: Node, image: Path) -> Iterator[subprocess.Popen[bytes
         proc.wait()
 
 
+def mount(*args: str) -> None:
+    subprocess.run(["mount", *args], check=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+@contextmanager
+def detachable_run_dir(node: Node) -> Iterator[Callable[[], None]]:
+    """The node's run directory as a bind mount of a directory of the host (``store``),
+    and what containerd's removal of a container does to that container's mount of it.
+
+    In a DaemonSet the container's ``/run/contrast`` is a mount on a directory of the
+    container's root; containerd deletes that root when it removes the container, and
+    deleting a mount point detaches its mounts in every namespace (Linux >= 3.18), the
+    relay's among them. Here the relay's namespace and the host share the paths, so the
+    mount point deleted is the host's: the function yielded unmounts and deletes it,
+    then binds the store at a new directory of that name. In the relay's namespace the
+    result is the DaemonSet's: its mount of the store is detached and the path leads to
+    a directory without it."""
+    store = node.root / "run-store"
+    store.mkdir()
+    node.run_dir.mkdir()
+    mount("--bind", str(store), str(node.run_dir))
+
+    def remove_mount_point() -> None:
+        before = Path(f"/proc/{relay_pid(node)}/mountinfo").read_text()
+        assert f" {node.run_dir} " in before
+        subprocess.run(["umount", str(node.run_dir)], check=True, timeout=30)
+        node.run_dir.rmdir()
+        node.run_dir.mkdir()
+        mount("--bind", str(store), str(node.run_dir))
+        # The relay's namespace has no mount there any more: the path leads elsewhere.
+        assert f" {node.run_dir} " not in Path(f"/proc/{relay_pid(node)}/mountinfo").read_text()
+
+    try:
+        yield remove_mount_point
+    finally:
+        stop_relay(node)  # while its pid file is reachable
+        stop_daemon(node)
+        subprocess.run(["umount", str(node.run_dir)], check=False, timeout=30)
+
+
 def mount_ns(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/mnt")
 
@@ -106,7 +156,8 @@ def test_the_relay_outlives_the_daemon_container_and_leaves_when_idle() -> None:
             "NOTIFY_SOCKET": str(node.root / "notify"),
             "JOURNAL_STREAM": "8:12345",
         }
-        asyncio.run(scenario(node, env))
+        with detachable_run_dir(node) as remove_mount_point:
+            asyncio.run(scenario(node, env, remove_mount_point))
 
 
 async def launch(
@@ -125,7 +176,7 @@ async def launch(
     return started
 
 
-async def scenario(node: Node, env: dict[str, str]) -> None:
+async def scenario(node: Node, env: dict[str, str], remove_mount_point: Callable[[], None]) -> None:
     with daemon_container(node, image_copy(node, "image1")) as first:
         started = await launch(node, env, "c1")
         address = started.stdout.decode()
@@ -156,6 +207,8 @@ async def scenario(node: Node, env: dict[str, str]) -> None:
             assert f" {REPO}/agent " in Path(f"/proc/{relay}/mountinfo").read_text()
             shutil.rmtree(node.root / "image1")
             assert not any(Path(f"/proc/{relay}/root{REPO}/agent").iterdir())
+            # ... and so does its root, with the mount points of its host directories.
+            remove_mount_point()
             with daemon_container(node, image_copy(node, "image2")) as second:
                 assert mount_ns(second.pid) != old_ns
                 # A new daemon serves a namespace once it has a task there: the next

@@ -100,3 +100,30 @@ async def test_the_services_relay_never_leaves_by_itself(
         assert not relay.idle.is_set()
     finally:
         await relay.close()
+
+
+async def test_the_sandboxes_keep_it_when_the_state_directory_path_leads_elsewhere(
+    run_dir: Path,
+) -> None:
+    # A relay whose daemon container was removed: its mount of the host's state
+    # directory is detached, the path leads nowhere (moved away here); the sandboxes in
+    # the host's directory must still keep it.
+    state = sandbox_state(run_dir)
+    config = Settings(
+        run_dir, run_dir / "state", "pod-vm", None, supervised=True, relay_exit_idle=True
+    )
+    relay = Relay(config)
+    await relay.start()
+    polls = Polls(relay)
+    try:
+        watcher = asyncio.create_task(relay.watch_idle(polls.times()))
+        moved = run_dir / "host-state"
+        (run_dir / "state").rename(moved)
+        for _ in range(int(relay_module.IDLE_SECONDS) * 2):
+            assert not await polls.look()
+        (moved / state.relative_to(run_dir / "state")).unlink()
+        idle_after = [await polls.look() for _ in range(int(relay_module.IDLE_SECONDS) + 1)]
+        assert idle_after == [False] * int(relay_module.IDLE_SECONDS) + [True]
+        await asyncio.wait_for(watcher, 30)
+    finally:
+        await relay.close()
