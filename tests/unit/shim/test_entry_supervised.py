@@ -27,5 +27,5 @@ def test_a_supervised_daemon_is_waited_for_never_spawned(
     )
     monkeypatch.setattr(main, "DAEMON_START_SECONDS", 0.2)
     with pytest.raises(main.ShimError, match="node daemon did not come up"):
-        main.ensure_daemon(_settings(tmp_path, supervised))
+        main.ensure_daemon(main.EntrySettings.of(_settings(tmp_path, supervised)))
     assert spawned == ([] if supervised else ["agent.daemon"])
