@@ -21,6 +21,13 @@ RESOURCE_EXHAUSTED on its stream (Go drops the whole connection).
 
 A peer that closes the connection, also in the middle of a frame, ends only that
 connection. Handlers still running then finish; their answers are dropped.
+
+Over a character device (a virtio-serial port) the peer's reconnection may not be seen
+as an end of file: the host can go and come back between two of our reads. A
+connection made with ``new_sessions=True`` therefore takes a request on stream 1
+after earlier ones for a new client (every client starts at 1 and never reuses it):
+the earlier requests' handlers finish and their answers are dropped, as if the
+connection had ended, and stream ids count from 1 again.
 """
 
 from __future__ import annotations
@@ -54,13 +61,14 @@ _REMOTE_OPEN = int(Flag.REMOTE_OPEN)
 class ServerConnection(FrameProtocol):
     """One client connection to a :class:`Server`."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, *, new_sessions: bool = False) -> None:
         super().__init__()
         self.label = "ttrpc server connection"
         self._server = server
         self._services = server.services
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._last_stream_id = 0
+        self._new_sessions = new_sessions
         self._draining = False
         self.peer: PeerCredentials | None = None
 
@@ -147,6 +155,8 @@ class ServerConnection(FrameProtocol):
             log.debug("%s: ignoring a frame of type %d", self.label, message_type)
 
     def _request_received(self, stream_id: int, flags: int, data: bytes) -> None:
+        if stream_id == 1 and self._last_stream_id and self._new_sessions:
+            self._new_session()
         if stream_id <= self._last_stream_id:
             self._reply(
                 stream_id, Code.INVALID_ARGUMENT, "StreamID cannot be re-used and must increment"
@@ -184,6 +194,22 @@ class ServerConnection(FrameProtocol):
             )
             return
         self._inflight[stream_id] = self._loop.create_task(self._handle(stream_id, method, request))
+
+    def _new_session(self) -> None:
+        log.info(
+            "%s: stream 1 again: a new client on this device; dropping the answers of %d "
+            "calls of the previous one", self.label, len(self._inflight),
+        )  # fmt: skip
+        self._server._keep_orphans(self._inflight.values())
+        self._inflight.clear()
+        self._last_stream_id = 0
+
+    def _owns(self, stream_id: int) -> bool:
+        """Whether this task is the current handler of ``stream_id`` (then forget it)."""
+        if self._inflight.get(stream_id) is not asyncio.current_task():
+            return False  # answered already, the connection is gone, or a new session
+        del self._inflight[stream_id]
+        return True
 
     # -- handlers ----------------------------------------------------------------
 
@@ -223,13 +249,13 @@ class ServerConnection(FrameProtocol):
             else:
                 frame = self._wrong_type_response(method, response)
         except asyncio.CancelledError:
-            if self._inflight.pop(stream_id, None) is not None:
+            if self._owns(stream_id):
                 self._reply(stream_id, Code.CANCELLED, "the server cancelled the call")
             raise
         except Exception as err:  # noqa: BLE001 - the one boundary where failures become statuses
             frame = self._error_response(method, err)
-        if self._inflight.pop(stream_id, None) is None:
-            return  # already answered (protocol violation) or the connection is gone
+        if not self._owns(stream_id):
+            return  # already answered (protocol violation), the connection or session is gone
         self.write_frame(stream_id, RESPONSE, 0, frame)
         if self._write_paused:
             with contextlib.suppress(StatusError):

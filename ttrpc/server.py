@@ -80,15 +80,21 @@ class Server:
         """Serve one connection over an open fd (stream socket or character device).
 
         The server owns ``fd`` from now on. Returns the connection; await its
-        ``wait_closed()`` to learn when the peer is gone. Raises TransportError.
+        ``wait_closed()`` to learn when the peer is gone. Over a character device a
+        request on stream 1 after others starts a new client's session (see
+        ttrpc.connection). Raises TransportError.
         """
         self._check_open()
-        return await transport.open_fd(fd, lambda: ServerConnection(self))
+        device = transport.is_char_device(fd)
+        return await transport.open_fd(fd, lambda: ServerConnection(self, new_sessions=device))
 
     async def serve_char_device(self, path: str | Path) -> ServerConnection:
-        """Serve one connection over a character device such as a virtio-serial port."""
+        """Serve one connection over a character device such as a virtio-serial port
+        (new client sessions as in :meth:`serve_fd`)."""
         self._check_open()
-        return await transport.open_char_device(path, lambda: ServerConnection(self))
+        return await transport.open_char_device(
+            path, lambda: ServerConnection(self, new_sessions=True)
+        )
 
     def serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -151,6 +151,14 @@ async def connect_unix(path: str | Path, factory: Callable[[], P]) -> P:
     return protocol
 
 
+def is_char_device(fd: int) -> bool:
+    """Whether ``fd`` is a character device (False when it cannot be examined)."""
+    try:
+        return stat.S_ISCHR(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
 async def open_fd(fd: int, factory: Callable[[], P]) -> P:
     """Run a protocol over an already-open fd, which it then owns (it is closed with it).
 
@@ -205,8 +213,8 @@ async def open_pipes(read_fd: int, write_fd: int, factory: Callable[[], P]) -> P
     return protocol
 
 
-async def open_char_device(path: str | Path, factory: Callable[[], P]) -> P:
-    """Open a character device (``/dev/vport0p1``) read-write, non-blocking, and run over it.
+def open_device(path: str | Path) -> int:
+    """Open a character device (``/dev/vport0p1``) read-write, non-blocking; its fd.
 
     Raises TransportError when it cannot be opened or is not a character device.
     """
@@ -217,7 +225,15 @@ async def open_char_device(path: str | Path, factory: Callable[[], P]) -> P:
     if not stat.S_ISCHR(os.fstat(fd).st_mode):
         os.close(fd)
         raise TransportError(f"{path} is not a character device")
-    return await open_fd(fd, factory)
+    return fd
+
+
+async def open_char_device(path: str | Path, factory: Callable[[], P]) -> P:
+    """Open a character device as :func:`open_device` does and run over it.
+
+    Raises TransportError when it cannot be opened or is not a character device.
+    """
+    return await open_fd(open_device(path), factory)
 
 
 def open_streams(

@@ -19,6 +19,7 @@ from tests.unit.ttrpc.echo_service import (
     EchoImpl,
     Int64Value,
     StringValue,
+    until,
 )
 from ttrpc.transport import PeerCredentials, peer_credentials, same_uid
 
@@ -196,3 +197,58 @@ async def test_unsupported_fd_is_refused(tmp_path: Path) -> None:
     udp = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     with udp, pytest.raises(ttrpc.TransportError, match="not a stream socket"):
         await ttrpc.Client.from_fd(udp.fileno())
+
+
+async def test_a_new_client_on_a_char_device_without_end_of_file_starts_a_new_session() -> None:
+    # A virtio-serial host can go and come back between two of the guest's reads: the
+    # server sees no end of file, only a request on stream 1 again.
+    controller, terminal, _ = raw_pty()
+    impl = EchoImpl()
+    server = ttrpc.Server()
+    server.register(DESCRIPTOR, impl)
+    connection = await server.serve_fd(controller)
+    keep = os.dup(terminal)  # holds the terminal open: no EOF reaches the server
+    first = await ttrpc.Client.from_fd(terminal)
+    impl.gates["old"] = asyncio.Event()
+    impl.gates["new"] = asyncio.Event()
+    try:
+        assert await echo(first, "quick old") == "quick old"  # stream 1
+        stale = asyncio.ensure_future(echo(first, "old"))  # stream 3, held in its handler
+        await until(lambda: "old" in impl.entered, "the first client's held call")
+        await first.close()
+        stale.cancel()
+
+        second = await ttrpc.Client.from_fd(os.dup(keep))
+        try:
+            assert await echo(second, "quick new") == "quick new"  # stream 1 again: served
+            fresh = asyncio.ensure_future(echo(second, "new"))  # stream 3 again
+            await until(lambda: "new" in impl.entered, "the second client's held call")
+            impl.gates["old"].set()  # the previous client's answer on stream 3: dropped
+            await until(lambda: "old" in impl.completed, "the first client's call to end")
+            impl.gates["new"].set()
+            assert await asyncio.wait_for(fresh, 30) == "new"
+            assert connection in server.connections  # the same connection throughout
+        finally:
+            await second.close()
+    finally:
+        os.close(keep)
+        await server.close()
+
+
+async def test_stream_1_again_on_a_socket_is_still_refused(tmp_path: Path) -> None:
+    # Only a character device starts sessions anew: a socket's peer reconnects visibly.
+    from tests.unit.ttrpc.rawpeer import RawPeer
+
+    server = make_server()
+    await server.serve_unix(tmp_path / "s.sock")
+    raw = await RawPeer.connect(tmp_path / "s.sock")
+    try:
+        await raw.send_request(1, "Echo", StringValue(value="a"))
+        assert (await raw.read_response())[1].status.code == ttrpc.Code.OK
+        await raw.send_request(1, "Echo", StringValue(value="b"))
+        stream_id, response = await raw.read_response()
+        assert (stream_id, response.status.code) == (1, ttrpc.Code.INVALID_ARGUMENT)
+        assert response.status.message == "StreamID cannot be re-used and must increment"
+    finally:
+        await raw.close()
+        await server.close()
