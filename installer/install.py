@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TextIO
 
-from installer import assets, configfile, lock, systemd
+from installer import assets, configfile, lock, shimlink, systemd
 from installer.assets import Action, Bundle
 from installer.containerd_config import RuntimeEntry
 from installer.errors import ConfigError
@@ -64,7 +64,16 @@ def _install(bundle: Bundle, opts: Options, out: TextIO) -> None:
     for done in assets.install_assets(bundle, opts.host.root, dry_run=opts.dry_run):
         verb = "unchanged" if done.action is Action.UNCHANGED else would + done.action.value
         print(f"asset {done.path}: {verb}", file=out)
+    # containerd 1.6 finds the shim on its PATH only (installer/shimlink.py).
+    shim = bundle.role_path(Role.SHIM)
+    linked = shimlink.link(opts.host, shim, dry_run=opts.dry_run)
+    print(f"link {shimlink.LINK} -> {shim}: {_link_verb(linked, would)}", file=out)
     _apply_config(change, opts, out)
+
+
+def _link_verb(action: shimlink.LinkAction, would: str) -> str:
+    changes = (shimlink.LinkAction.CREATE, shimlink.LinkAction.UPDATE, shimlink.LinkAction.REMOVE)
+    return would + action.value if action in changes else action.value
 
 
 def uninstall(handler: str, opts: Options, out: TextIO) -> None:
@@ -78,6 +87,8 @@ def _uninstall(handler: str, opts: Options, out: TextIO) -> None:
     print(f"handler {handler}", file=out)
     change = configfile.plan_remove(opts.host, opts.target, handler, opts.config_version)
     _apply_config(change, opts, out)
+    unlinked = shimlink.unlink(opts.host, handler, dry_run=opts.dry_run)
+    print(f"link {shimlink.LINK}: {_link_verb(unlinked, would)}", file=out)
     removed = assets.remove_assets(handler, opts.host.root, dry_run=opts.dry_run)
     directory = assets.INSTALL_ROOT / handler
     print(f"assets {directory}: {would + 'remove' if removed else 'absent'}", file=out)
