@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     which = p_uninstall.add_mutually_exclusive_group(required=True)
     which.add_argument("--manifest", type=Path, help="remove the handler of this manifest")
     which.add_argument("--handler", help="remove this handler (contrast-cc-…)")
+    p_uninstall.add_argument(
+        "--force",
+        action="store_true",
+        help="uninstall even while Contrast pods of the handler run (they are left "
+        "without a runtime)",
+    )
 
     p_handler = sub.add_parser("handler", help="print the handler name of a manifest")
     p_handler.add_argument("--manifest", type=Path, required=True)
@@ -96,6 +102,7 @@ def _options(args: argparse.Namespace) -> Options:
         restart=not args.no_restart,
         restart_unit=args.restart_unit,
         dry_run=args.dry_run,
+        force=getattr(args, "force", False),
     )
 
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TextIO
 
-from installer import assets, configfile, lock, shimlink, systemd
+from installer import assets, configfile, lock, pods, shimlink, systemd
 from installer.assets import Action, Bundle
 from installer.containerd_config import RuntimeEntry
-from installer.errors import ConfigError
+from installer.errors import ConfigError, InstallerError
 from installer.host import Host
 from installer.manifest import Role
 from installer.targets import ConfigTarget
@@ -29,6 +29,7 @@ class Options:
     restart: bool = True
     restart_unit: str | None = None  # None: the target's usual unit (k3s vs k3s-agent…)
     dry_run: bool = False
+    force: bool = False  # uninstall under running Contrast pods
 
 
 def runtime_entry(bundle: Bundle) -> RuntimeEntry:
@@ -76,8 +77,15 @@ def _link_verb(action: shimlink.LinkAction, would: str) -> str:
     return would + action.value if action in changes else action.value
 
 
+class PodsRunning(InstallerError):
+    """Uninstall refused: Contrast pods of the handler still run on the node."""
+
+
 def uninstall(handler: str, opts: Options, out: TextIO) -> None:
-    """Remove ``handler`` from the containerd config, restart if needed, delete its assets."""
+    """Remove ``handler`` from the containerd config, restart if needed, delete its assets.
+
+    Raises PodsRunning, changing nothing, while the node daemon keeps state for a pod of
+    ``handler`` (:mod:`installer.pods`), unless ``opts.force``; InstallerError."""
     with _locked(opts):
         _uninstall(handler, opts, out)
 
@@ -85,6 +93,16 @@ def uninstall(handler: str, opts: Options, out: TextIO) -> None:
 def _uninstall(handler: str, opts: Options, out: TextIO) -> None:
     would = "would " if opts.dry_run else ""
     print(f"handler {handler}", file=out)
+    running = pods.running(opts.host, handler)
+    if running and not opts.force:
+        raise PodsRunning(
+            f"{len(running)} Contrast pod(s) of {handler} still run on this node: "
+            + "; ".join(map(str, running))
+            + ". Delete them first (their pod-VMs would be left without a runtime), "
+            "or pass --force"
+        )
+    for pod in running:
+        print(f"{pod}: {would}left running (--force)", file=out)
     change = configfile.plan_remove(opts.host, opts.target, handler, opts.config_version)
     _apply_config(change, opts, out)
     unlinked = shimlink.unlink(opts.host, handler, dry_run=opts.dry_run)
