@@ -39,12 +39,21 @@ log = logging.getLogger("agent.relay")
 
 
 def pinned(config: daemon_settings.Settings) -> daemon_settings.Settings:
-    """``config`` with the run directory made our working directory and ``.``; raises
-    RelayError when we cannot enter it."""
+    """``config`` with the run directory made our working directory and ``.``, and our
+    log file there (``--log-file``) named relative to it; raises RelayError when we
+    cannot enter it."""
     try:
         os.chdir(config.run_dir)
     except OSError as err:
         raise RelayError(f"cannot enter the run directory {config.run_dir}: {err}") from err
+    run_dir = config.run_dir
+    for handler in logging.getLogger().handlers:
+        # Our log file in the run directory (--log-file): rotated and reopened by name
+        # from now on, relative to the run directory, not by its absolute path.
+        if isinstance(handler, logging.FileHandler):
+            path = Path(handler.baseFilename)
+            if path.parent == run_dir:
+                handler.baseFilename = path.name
     return dataclasses.replace(config, run_dir=Path())
 
 
