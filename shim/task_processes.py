@@ -84,12 +84,15 @@ class TaskProcesses:
         if not (stdio.stdin or stdio.stdout or stdio.stderr):
             return
         name = f"{pod.record.id}/{container_id}/{process.exec_id or 'init'}"
+        # An init's output (the CRI log) held by the pod-VM across a daemon restart.
+        keeper = getattr(self._sandbox(pod), "output_keeper", None)
         bridge = StdioBridge(
             name,
             ProcessStdio(self._sandbox(pod), container_id, process.exec_id),
             stdin=stdio.stdin,
             stdout=stdio.stdout,
             stderr="" if stdio.terminal else stdio.stderr,
+            keeper=keeper() if keeper is not None and not process.exec_id else None,
         )
         bridge.open()
         live.bridge = bridge
@@ -275,7 +278,7 @@ class TaskProcesses:
             for key in [k for k in pod.live if k[0] == task_id]:
                 live = pod.live.pop(key)
                 if live.bridge is not None:
-                    await live.bridge.close()
+                    await live.bridge.close(release=True)
                 if live.watcher is not None:
                     live.watcher.cancel()
             await self.pods.update(pod, lambda r: r.without_container(task_id))

@@ -183,6 +183,10 @@ class LaunchedVM:
     async def close(self) -> None:
         return None
 
+    async def monitor(self) -> Monitor:
+        """Its QMP session (for :mod:`agent.sandbox.outputkeep`)."""
+        return self.vm.monitor
+
 
 class ReattachedVM:
     """A VM of an earlier daemon: a QMP session of our own, opened at first use."""
@@ -199,6 +203,10 @@ class ReattachedVM:
             await monitor.connect(self.qmp_socket, 15.0)
             self._monitor = monitor
         return self._monitor
+
+    async def monitor(self) -> Monitor:
+        """Our QMP session, opened at first use (for :mod:`agent.sandbox.outputkeep`)."""
+        return await self._connected()
 
     async def attach(self, device: HostBlockDevice) -> None:
         await hotplug.attach_on(await self._connected(), self.name, device, self.ports)
@@ -326,4 +334,3 @@ class PodDevices:
     async def close(self) -> None:
         if self.attacher is not None:
             await self.attacher.close()
-

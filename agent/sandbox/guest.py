@@ -18,8 +18,9 @@ from google.protobuf.message import Message
 
 from agent.sandbox import metrics, oci
 from agent.sandbox.backend import ContainerSpec, Stream
-from agent.sandbox.devices import PodDevices
+from agent.sandbox.devices import LaunchedVM, PodDevices, ReattachedVM
 from agent.sandbox.errors import BackendError, GuestAgentError
+from agent.sandbox.outputkeep import QemuOutputKeeper
 from agent.sandbox.state import VmRecord
 from agent.transport.client import AgentClient
 from agent.volumes.pod import PodVolumes
@@ -60,11 +61,20 @@ class GuestSandbox:
         self.volumes = PodVolumes(self)
         # Its block devices (agent.sandbox.devices); the pod-VM backend gives the attacher.
         self.devices = PodDevices(None, None)
+        self._keeper: QemuOutputKeeper | None = None
         self._termination = ServiceStub(agent.client, TERMINATION_SERVICE)
 
     @property
     def record(self) -> VmRecord:
         return self._record
+
+    def output_keeper(self) -> QemuOutputKeeper | None:
+        """The pod's QEMU as holder of its containers' output FIFOs across a daemon
+        restart (:mod:`agent.sandbox.outputkeep`); None without a QMP session."""
+        attacher = self.devices.attacher
+        if self._keeper is None and isinstance(attacher, (LaunchedVM, ReattachedVM)):
+            self._keeper = QemuOutputKeeper(attacher)
+        return self._keeper
 
     async def _call(
         self,

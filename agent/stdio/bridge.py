@@ -5,7 +5,9 @@ into the FIFO, whose end we then close (containerd reads end of file). Input: th
 FIFO into ``WriteStdin``, then ``CloseStdin`` at end of input. The Task service waits
 for the output pumps (:meth:`StdioBridge.drained`) before it reports the process's
 exit, so a reader of the container's log sees all of it by the time containerd hears
-of the exit.
+of the exit. With a ``keeper`` (:mod:`agent.sandbox.outputkeep`), a process that
+outlives the daemon holds each output FIFO open too, from the pump's start until the
+stream's end, so that containerd's copy into the log survives a daemon restart.
 """
 
 from __future__ import annotations
@@ -36,14 +38,24 @@ class ProcessIO(Protocol):
     async def close_stdin(self) -> None: ...
 
 
+class OutputKeeper(Protocol):
+    """Somebody outliving the daemon who holds an output FIFO's end open meanwhile."""
+
+    async def hold(self, stream: str, fd: int) -> None: ...
+
+    async def release(self, stream: str) -> None: ...
+
+
 class StdioBridge:
     """Pumps between one process's FIFOs and its guest stdio; ``name`` is for logs."""
 
     def __init__(
-        self, name: str, io: ProcessIO, stdin: str = "", stdout: str = "", stderr: str = ""
-    ) -> None:
+        self, name: str, io: ProcessIO, stdin: str = "", stdout: str = "", stderr: str = "",
+        *, keeper: OutputKeeper | None = None,
+    ) -> None:  # fmt: skip
         self.name = name
         self.io = io
+        self.keeper = keeper
         self.paths = (stdin, stdout, stderr)
         self._stdin: InputFifo | None = None
         self._outputs: list[OutputFifo] = []
@@ -56,26 +68,40 @@ class StdioBridge:
         try:
             if stdin:
                 self._stdin = InputFifo(stdin)
-            for path, reader in ((stdout, self.io.read_stdout), (stderr, self.io.read_stderr)):
+            for path, reader, stream in (
+                (stdout, self.io.read_stdout, f"{self.name} stdout"),
+                (stderr, self.io.read_stderr, f"{self.name} stderr"),
+            ):
                 if path:
                     fifo = OutputFifo(path)
                     self._outputs.append(fifo)
-                    self._out_tasks.append(asyncio.create_task(self._pump_out(reader, fifo)))
+                    pump = self._pump_out(reader, fifo, stream)
+                    self._out_tasks.append(asyncio.create_task(pump))
         except FifoError:
             self.close_now()
             raise
         if self._stdin is not None:
             self._in_task = asyncio.create_task(self._pump_in(self._stdin))
 
-    async def _pump_out(self, reader: Callable[[int], Awaitable[bytes]], fifo: OutputFifo) -> None:
+    async def _pump_out(
+        self, reader: Callable[[int], Awaitable[bytes]], fifo: OutputFifo, stream: str
+    ) -> None:
+        ended = False  # the stream's own end, not our cancellation (a daemon stopping)
         try:
+            if self.keeper is not None:
+                await self.keeper.hold(stream, fifo.fd)
             while data := await reader(CHUNK):
                 await fifo.write_all(data)
+            ended = True
         except FifoError as err:
+            ended = True
             log.warning("%s: output stopped: %s", self.name, err)
         except Exception as err:  # noqa: BLE001 (the backend's errors end this stream only)
+            ended = True
             log.warning("%s: output from the guest ended: %s", self.name, err)
         finally:
+            if ended and self.keeper is not None:
+                await self.keeper.release(stream)
             # Our end is also a writer: containerd's reader sees end of file only once
             # it is closed (CRI's ExecSync waits for that before it answers).
             fifo.close()
@@ -113,15 +139,21 @@ class StdioBridge:
         if self._stdin is not None:
             self._stdin.close()
 
-    async def close(self, timeout: float = CLOSE_SECONDS) -> None:
+    async def close(self, timeout: float = CLOSE_SECONDS, *, release: bool = False) -> None:
         """Stop the pumps and wait up to ``timeout`` seconds for them to end (a Task
         request waits on this: it must not wait forever on a pump that ignores its
-        cancellation); one still running is logged and left behind."""
+        cancellation); one still running is logged and left behind. ``release``: the
+        process is being deleted, so the keeper lets go of its output too (a daemon
+        that stops keeps it held for the next one)."""
         self.close_now()
         tasks = [*self._out_tasks, *([self._in_task] if self._in_task else [])]
-        if not tasks:
-            return
-        _, stuck = await asyncio.wait(tasks, timeout=timeout)
-        if stuck:
-            log.error("%s: %d stdio pump(s) still running %s s after close", self.name,
-                      len(stuck), timeout)  # fmt: skip
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=timeout)
+            if stuck:
+                log.error("%s: %d stdio pump(s) still running %s s after close", self.name,
+                          len(stuck), timeout)  # fmt: skip
+        if release and self.keeper is not None:
+            _, stdout, stderr = self.paths
+            for path, stream in ((stdout, "stdout"), (stderr, "stderr")):
+                if path:
+                    await self.keeper.release(f"{self.name} {stream}")

@@ -93,6 +93,27 @@ class Monitor:
         reply = await self.execute("add-fd", {"opaque": opaque})
         return int(reply["fdset-id"])
 
+    async def get_fd(self, fd: int, name: str) -> None:
+        """Pass ``fd`` to QEMU (SCM_RIGHTS) to keep under ``name`` (getfd; a name given
+        again replaces, and closes, the earlier fd). Unlike an fd set's fds, QEMU keeps
+        these while no QMP client is connected. Raises QemuError when QEMU refuses."""
+        try:
+            self._client.send_fd_scm(fd)
+        except (QMPError, OSError) as err:
+            raise QemuError(f"{self._name}: passing a file descriptor failed: {err}") from err
+        await self.execute("getfd", {"fdname": name})
+
+    async def close_fd(self, name: str) -> bool:
+        """Close QEMU's fd kept under ``name`` (closefd); False when it has none by that
+        name. Raises QemuError for any other refusal."""
+        try:
+            await self.execute("closefd", {"fdname": name})
+        except QemuError as err:
+            if "not found" in str(err):
+                return False
+            raise
+        return True
+
     async def fdsets(self) -> dict[int, list[str]]:
         """Fd set id -> the opaque strings of its fds (query-fdsets)."""
         reply = await self.execute("query-fdsets")
