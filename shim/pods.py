@@ -3,11 +3,20 @@
 
 Every change of a record goes through :meth:`Pods.update`, which persists it
 atomically before the change is visible to anyone else.
+
+The writes (temp file, fsync, rename, fsync of the directory: tens of milliseconds on
+a busy disk) run in a worker thread, so the daemon's event loop keeps serving every
+other pod meanwhile. ``Pods._lock`` stays held across each write, so records reach the
+disk one at a time, in the order of the calls, and a change is applied in memory only
+once its write is done. A caller cancelled while its write runs still waits for it
+(and applies it when it succeeded) before the cancellation goes on: memory never lags
+behind the disk, nor the disk behind memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +29,29 @@ from agent.sandbox.state import ContainerRecord, ProcessRecord, SandboxRecord, S
 from agent.stdio import StdioBridge
 
 log = logging.getLogger(__name__)
+
+
+async def _written(write: Callable[[], None], apply: Callable[[], None]) -> None:
+    """``write`` in a worker thread, then ``apply`` on the loop; raises what ``write``
+    raises (and applies nothing). Cancelled while writing, it waits for the write to end
+    and applies it if it succeeded before raising CancelledError."""
+    writing = asyncio.ensure_future(asyncio.to_thread(write))
+    cancelled = False
+    while not writing.done():
+        try:
+            await asyncio.wait({writing})  # never cancels ``writing`` itself
+        except asyncio.CancelledError:
+            cancelled = True
+    try:
+        writing.result()
+    except Exception as err:
+        if cancelled:
+            log.exception("a cancelled call's state write failed")
+            raise asyncio.CancelledError from err
+        raise
+    apply()
+    if cancelled:
+        raise asyncio.CancelledError
 
 
 class ProcessStdio:
@@ -106,21 +138,32 @@ class Pods:
 
     async def add(self, pod: Pod) -> None:
         """Persist and register a new sandbox; raises StateError."""
-        async with self._lock:
-            self.store.save(pod.record)
+
+        def register() -> None:
             self._pods[(pod.record.namespace, pod.record.id)] = pod
+
+        async with self._lock:
+            await _written(functools.partial(self.store.save, pod.record), register)
 
     async def update(self, pod: Pod, change: Callable[[SandboxRecord], SandboxRecord]) -> None:
         """Apply ``change`` to the pod's record and persist it; raises StateError."""
-        async with self._lock:
-            record = change(pod.record)
-            self.store.save(record)
+
+        def apply() -> None:
             pod.record = record
 
-    async def remove(self, pod: Pod) -> None:
         async with self._lock:
-            self.store.remove(pod.record.namespace, pod.record.id)
-            self._pods.pop((pod.record.namespace, pod.record.id), None)
+            record = change(pod.record)
+            await _written(functools.partial(self.store.save, record), apply)
+
+    async def remove(self, pod: Pod) -> None:
+        """Forget a sandbox on disk, then here; raises StateError."""
+        key = (pod.record.namespace, pod.record.id)
+
+        def forget() -> None:
+            self._pods.pop(key, None)
+
+        async with self._lock:
+            await _written(functools.partial(self.store.remove, *key), forget)
 
     def adopt(self, pod: Pod) -> None:
         """Register a sandbox loaded from disk (already persisted)."""
