@@ -74,10 +74,10 @@ def import_node_image(node: CriNode, image: NodeImage, where: Path) -> None:
 
 
 def run_daemonset_sandbox(
-    node: CriNode, pod: daemonset.DaemonSetPod, logs: Path
+    node: CriNode, pod: daemonset.DaemonSetPod, logs: Path, uid: str = "uid-daemonset"
 ) -> tuple[api_pb2.PodSandboxConfig, str]:
     """The DaemonSet's pod sandbox run with runc, as the kubelet runs it: its config and id."""
-    sandbox = pod.sandbox_config("uid-daemonset", str(logs))
+    sandbox = pod.sandbox_config(uid, str(logs))
     pod_id = node.cri.call(
         "RunPodSandbox",
         api_pb2.RunPodSandboxRequest(config=sandbox, runtime_handler=node.runc_handler),
