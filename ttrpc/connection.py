@@ -20,7 +20,8 @@ INVALID_ARGUMENT (Go: INTERNAL), and a response over 4 MiB is answered
 RESOURCE_EXHAUSTED on its stream (Go drops the whole connection).
 
 A peer that closes the connection, also in the middle of a frame, ends only that
-connection. Handlers still running then finish; their answers are dropped.
+connection. Handlers still running then finish, their answers dropped; those of RPCs
+registered as ``waiting`` (Server.register) are cancelled instead.
 
 Over a character device (a virtio-serial port) the peer's reconnection may not be seen
 as an end of file: the host can go and come back between two of our reads. A
@@ -67,6 +68,7 @@ class ServerConnection(FrameProtocol):
         self._server = server
         self._services = server.services
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._waiters: set[asyncio.Task[None]] = set()  # of RPCs that only wait
         self._last_stream_id = 0
         self._new_sessions = new_sessions
         self._draining = False
@@ -193,15 +195,27 @@ class ServerConnection(FrameProtocol):
                 f"method {request.method} is unary; the request must not keep the stream open",
             )
             return
-        self._inflight[stream_id] = self._loop.create_task(self._handle(stream_id, method, request))
+        task = self._loop.create_task(self._handle(stream_id, method, request))
+        self._inflight[stream_id] = task
+        if method.waits:
+            self._waiters.add(task)
+            task.add_done_callback(self._waiters.discard)
+
+    def _abandon(self) -> None:
+        """The client is gone: its waiting calls cancelled, the others run to their end
+        (kept by the server), every answer dropped."""
+        for task in self._inflight.values():
+            if task in self._waiters:
+                task.cancel()
+        self._server._keep_orphans(self._inflight.values())
+        self._inflight.clear()
 
     def _new_session(self) -> None:
         log.info(
             "%s: stream 1 again: a new client on this device; dropping the answers of %d "
             "calls of the previous one", self.label, len(self._inflight),
         )  # fmt: skip
-        self._server._keep_orphans(self._inflight.values())
-        self._inflight.clear()
+        self._abandon()
         self._last_stream_id = 0
 
     def _owns(self, stream_id: int) -> bool:
@@ -281,8 +295,7 @@ class ServerConnection(FrameProtocol):
         return encode_response(code, message, b"", details)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # Running handlers finish; their answers are dropped (see module docstring).
-        # The server keeps them referenced and waits for them when it closes.
-        self._server._keep_orphans(self._inflight.values())
-        self._inflight.clear()
+        # Running handlers finish (waiting ones are cancelled); their answers are
+        # dropped. The server keeps them referenced and waits for them when it closes.
+        self._abandon()
         super().connection_lost(exc)

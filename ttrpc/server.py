@@ -8,6 +8,7 @@ handlers they leave running, for a graceful :meth:`Server.close`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable
@@ -44,15 +45,25 @@ class Server:
         self._closing = False
 
     def register(
-        self, descriptor: ServiceDescriptor, impl: object, *, name: str | None = None
-    ) -> None:
+        self, descriptor: ServiceDescriptor, impl: object, *, name: str | None = None,
+        waiting: Iterable[str] = (),
+    ) -> None:  # fmt: skip
         """Serve ``descriptor``'s RPCs with ``impl``'s methods of the same names.
 
         ``name`` overrides the service name (default ``descriptor.full_name``).
-        Raises ValueError when the name is already registered, TypeError for an RPC
-        attribute that is not an async method.
+        ``waiting`` names RPCs that only wait and consume nothing when cancelled (a
+        long poll for output or an event): their handlers are cancelled when the client
+        goes, so that a departed client's call cannot take what the next client waits
+        for. Every other handler runs to its end, its answer dropped.
+        Raises ValueError when the name is already registered or ``waiting`` names an
+        RPC the service does not have, TypeError for an RPC attribute that is not an
+        async method.
         """
         methods = bind_service(descriptor, impl, name)
+        for rpc in waiting:
+            if rpc not in methods:
+                raise ValueError(f"{descriptor.full_name} has no RPC {rpc} (in waiting)")
+            methods[rpc] = dataclasses.replace(methods[rpc], waits=True)
         service = name or descriptor.full_name
         if service in self.services:
             raise ValueError(f"service {service} is already registered")

@@ -38,6 +38,9 @@ class Method:
     handler: Handler | None
     # Client or server streaming; this server answers those UNIMPLEMENTED.
     streaming: bool
+    # A call that only waits (for output, an exit, an event) and gives up without
+    # consuming anything when cancelled: cancelled when its client goes (Server.register).
+    waits: bool = False
 
 
 def _message_types(method: MethodDescriptor) -> tuple[type[Message], type[Message]]:

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 AGENT_SERVICE = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"]
 MEASURED_CFG = Path("/run/measured-cfg")
+# AgentService calls that only wait and consume nothing when cancelled.
+WAITING_RPCS = ("GetOOMEvent", "ReadStdout", "ReadStderr", "WaitProcess")
 
 
 class HealthService:
@@ -160,7 +162,9 @@ def build_server(service: AgentService | DeferredAgentService | None = None) -> 
     server = Server(peer_check=None)
     server.register(HEALTH_SERVICE, HealthService())
     agent = service or build_agent()
-    server.register(AGENT_SERVICE, agent)
+    # A departed host's waiting calls must not take what the next host waits for (an
+    # OOM event, output it would then lose): cancelled when their connection ends.
+    server.register(AGENT_SERVICE, agent, waiting=WAITING_RPCS)
     # Contrast's own: the termination message back to the host (policy-checked).
     server.register(termination.SERVICE, termination.TerminationMessages(agent))
     return server

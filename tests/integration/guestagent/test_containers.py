@@ -13,7 +13,7 @@ import pytest
 import ttrpc
 from api.kata import agent_pb2, oci_linux_pb2
 from tests.integration.guestagent import requests as rq
-from tests.integration.guestagent.conftest import AgentProcess, Pushed
+from tests.integration.guestagent.conftest import AGENT_SERVICE, AgentProcess, Pushed
 
 # Replies are typed Message by the stub; the tests read their fields.
 Agent = tuple[Any, AgentProcess]
@@ -302,4 +302,41 @@ async def test_empty_dir_volume_shared_and_removed(
     await sandbox(stub)
     with pytest.raises(ttrpc.InvalidArgument, match="is not under"):
         await stub.CreateContainer(bad)
+    await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())
+
+
+async def test_a_departed_hosts_waiting_calls_take_nothing(agent: Agent, pushed: Pushed) -> None:
+    # A daemon SIGKILLed with a ReadStdout and a GetOOMEvent pending: the next daemon's
+    # calls get the output and the OOM event, not the dead connection's orphans.
+    stub, proc = agent
+    await sandbox(stub)
+    await stub.CreateContainer(
+        rq.create_container("hog", ["sleep", "1000"], pushed.reference, memory_limit=16 << 20)
+    )
+    await stub.StartContainer(agent_pb2.StartContainerRequest(container_id="hog"))
+    script = "echo ready; read go; echo more; x=a; while true; do x=$x$x; done"
+    await stub.ExecProcess(agent_pb2.ExecProcessRequest(
+        container_id="hog", exec_id="talk", process=rq.process(["sh", "-c", script])))  # fmt: skip
+    first = await ttrpc.Client.connect_unix(str(proc.socket))
+    gone = ttrpc.ServiceStub(first, AGENT_SERVICE)
+    got = b""
+    while got != b"ready\n":
+        request = agent_pb2.ReadStreamRequest(container_id="hog", exec_id="talk", len=64)
+        got += (await gone.ReadStdout(request)).data  # type: ignore[attr-defined]
+    pending = [
+        asyncio.ensure_future(gone.ReadStdout(request)),
+        asyncio.ensure_future(gone.GetOOMEvent(agent_pb2.GetOOMEventRequest())),
+    ]
+    await asyncio.sleep(0.5)  # both reach the agent and wait there
+    await first.close()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+    oom = asyncio.ensure_future(stub.GetOOMEvent(agent_pb2.GetOOMEventRequest()))
+    await stub.WriteStdin(
+        agent_pb2.WriteStreamRequest(container_id="hog", exec_id="talk", data=b"go\n")
+    )
+    assert await read_all(stub, "hog", "talk") == b"more\n"
+    assert await wait(stub, "hog", "talk") == 128 + 9
+    event = await asyncio.wait_for(oom, 30)
+    assert event.container_id == "hog"
     await stub.DestroySandbox(agent_pb2.DestroySandboxRequest())

@@ -330,3 +330,32 @@ async def test_close_cancels_calls_that_outlive_the_timeout(
     with pytest.raises(ttrpc.Cancelled, match="server cancelled"):
         await running
     assert impl.cancelled == 1
+
+
+async def test_waiting_calls_are_cancelled_when_their_client_goes(tmp_path: Path) -> None:
+    impl = EchoImpl()
+    server = ttrpc.Server()
+    server.register(DESCRIPTOR, impl, waiting=("Sleep",))
+    await server.serve_unix(tmp_path / "w.sock")
+    client = await ttrpc.Client.connect_unix(tmp_path / "w.sock")
+    impl.gates["work"] = asyncio.Event()
+    try:
+        calls = [
+            asyncio.ensure_future(client.call(SERVICE, "Sleep", DoubleValue(value=1000), Empty)),
+            asyncio.ensure_future(client.call(SERVICE, "Echo", StringValue(value="work"),
+                                              StringValue)),
+        ]  # fmt: skip
+        await until(lambda: bool(impl.started) and "work" in impl.entered, "both calls to start")
+        await client.close()
+        await asyncio.gather(*calls, return_exceptions=True)
+        await until(lambda: impl.cancelled == 1, "the waiting call's cancellation")
+        assert impl.completed == []  # the other one runs on, to its end
+        impl.gates["work"].set()
+        await until(lambda: impl.completed == ["work"], "the other call's end")
+    finally:
+        await server.close()
+
+
+def test_waiting_names_an_rpc_of_the_service() -> None:
+    with pytest.raises(ValueError, match="has no RPC Nap"):
+        ttrpc.Server().register(DESCRIPTOR, EchoImpl(), waiting=("Nap",))
