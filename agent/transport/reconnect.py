@@ -1,11 +1,12 @@
 """Reaching the guest agent of a running pod-VM again, after the daemon that talked to
 it died (a new daemon reattaching).
 
-The first Health on the new connection can meet the guest still tearing down the dead
-daemon's connection: it reopens its end of the port when it sees the host side go, and
-bytes of the old exchange must not be taken for an answer. Waiting out the whole call
-bound on that one attempt would stall the new daemon's start; so Health is tried on a
-fresh connection every few seconds until the bound.
+The guest agent keeps its end of the port open and takes a request on stream 1 for a
+new host's session (guest/agent/channel.py, ttrpc.connection), so a new connection's
+first request is neither discarded nor refused. What it cannot tell apart: a frame the
+dead daemon left half-written, which would swallow the new connection's first bytes.
+Waiting out the whole call bound on that one attempt would stall the new daemon's
+start; so Health is tried on a fresh connection every few seconds until the bound.
 """
 
 from __future__ import annotations
