@@ -28,10 +28,11 @@ Exit codes: 0 done, 1 failed (one line on stderr), 2 bad usage.
 what ``start`` needs, and ``start`` needs neither protobuf nor argparse, dataclasses or
 pathlib (each costs the fresh process more than its calls): the usual command line is
 read by :mod:`shim.flags`, the environment by :func:`entry_settings`, the messages are
-:mod:`shim.messages`' hand encodings. Anything unusual (a flag argparse would refuse,
-a setting that is not plainly valid, stdin the hand decoders leave alone) goes the
-long way, through argparse, :mod:`agent.daemon.settings` and the generated code, so
-its answer and error message are theirs. ``bench/pod_shim.py`` measures the entry.
+:mod:`shim.messages`' hand encodings; so does ``delete`` while a daemon answers.
+Anything unusual (a flag argparse would refuse, a setting that is not plainly valid,
+stdin or a reply the hand decoders leave alone) goes the long way, through argparse,
+:mod:`agent.daemon.settings` and the generated code, so its answer and error message
+are theirs. ``bench/pod_shim.py`` measures the entry.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from agent.daemon import settings as daemon_settings
-    from api.containerd.task.v2 import shim_pb2
 
 NODE_SERVICE = "contrast.node.v1.Shim"  # api/node/shim.proto
 RELAY_SERVICE = "contrast.node.v1.Relay"  # api/node/relay.proto
@@ -311,38 +311,55 @@ def delete_locally(config: daemon_settings.Settings, namespace: str, task_id: st
         raise ShimError(f"releasing task {task_id} without the daemon: {err}") from err
 
 
-def delete(args: flags.Args | argparse.Namespace) -> shim_pb2.DeleteResponse:
+def delete(args: flags.Args | argparse.Namespace) -> bytes:
+    """Release the task; the ``DeleteResponse`` to print. Raises ShimError."""
+    config = entry_settings()
+    namespace = args.namespace or os.environ.get("NAMESPACE", "")
+    client = _connect(config.socket)
+    if client is None:
+        return _delete_without_daemon(namespace, args.id)
+    what = f"{NODE_SERVICE}/Cleanup on {config.socket}"
+    with client:
+        request = messages.cleanup_request(namespace, args.id, args.bundle or os.getcwd())  # noqa: PTH109
+        try:
+            payload = client.call_raw(NODE_SERVICE, "Cleanup", request, CALL_SECONDS)
+            return _delete_response(payload, what)
+        except wire.WireError as err:
+            raise ShimError(f"the node daemon could not release task {args.id}: {err}") from err
+
+
+def _delete_response(payload: bytes, what: str) -> bytes:
+    """The daemon's DeleteResponse as the generated class re-serializes it; raises WireError."""
+    try:
+        return messages.canonical_delete_response(payload)
+    except messages.Unusual:
+        pass
+    from google.protobuf.message import DecodeError
+
+    from api.containerd.task.v2 import shim_pb2
+
+    try:
+        return shim_pb2.DeleteResponse.FromString(payload).SerializeToString()
+    except DecodeError as err:
+        raise wire.WireError(f"{what}: the reply does not decode: {err}") from err
+
+
+def _delete_without_daemon(namespace: str, task_id: str) -> bytes:
     import signal
 
     from agent.daemon import settings as daemon_settings
+    from agent.events.envelope import timestamp
     from api.containerd.task.v2 import shim_pb2
-    from api.node import shim_pb2 as node_pb2
 
     try:
         config = daemon_settings.from_env()
     except daemon_settings.SettingsError as err:
         raise ShimError(str(err)) from err
-    namespace = args.namespace or os.environ.get("NAMESPACE", "")
-    client = _connect(str(config.socket))
-    if client is None:
-        from agent.events.envelope import timestamp
-
-        delete_locally(config, namespace, args.id)
-        return shim_pb2.DeleteResponse(
-            exit_status=128 + signal.SIGKILL, exited_at=timestamp(time.time_ns())
-        )
-    with client:
-        request = node_pb2.CleanupRequest(
-            namespace=namespace,
-            id=args.id,
-            bundle=args.bundle or os.getcwd(),  # noqa: PTH109
-        )
-        try:
-            return client.call(
-                NODE_SERVICE, "Cleanup", request, shim_pb2.DeleteResponse, CALL_SECONDS
-            )
-        except wire.WireError as err:
-            raise ShimError(f"the node daemon could not release task {args.id}: {err}") from err
+    delete_locally(config, namespace, task_id)
+    response = shim_pb2.DeleteResponse(
+        exit_status=128 + signal.SIGKILL, exited_at=timestamp(time.time_ns())
+    )
+    return response.SerializeToString()
 
 
 def _stdin() -> bytes:
@@ -381,8 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.buffer.write(bootstrap.start_answer(address, given))
             sys.stdout.buffer.flush()
         else:
-            response = delete(args)
-            sys.stdout.buffer.write(response.SerializeToString())
+            sys.stdout.buffer.write(delete(args))
             sys.stdout.buffer.flush()
     except (ShimError, bootstrap.BootstrapError, OSError) as err:
         print(f"containerd-shim-contrast-cc-v2 {args.action}: {err}", file=sys.stderr)

@@ -221,8 +221,7 @@ def _extension_value(data: bytes) -> AnyMessage | None:
 
 def bootstrap_result(version: int, address: str, protocol: str) -> bytes:
     """A serialized ``BootstrapResult`` (version 1, address 2, protocol 3; no metadata)."""
-    out = varint(1 << 3 | VARINT) + varint(version) if version else b""
-    return out + string_field(2, address) + string_field(3, protocol)
+    return _number_field(1, version) + string_field(2, address) + string_field(3, protocol)
 
 
 def register_request(  # noqa: PLR0917 (the message's fields, in their order)
@@ -262,4 +261,52 @@ def runtime_info(name: str, version: str, options: AnyMessage | None) -> bytes:
     out = string_field(1, name) + length_field(2, string_field(1, version))
     if options is not None:
         out += length_field(3, options.serialize())
+    return out
+
+
+def cleanup_request(namespace: str, task_id: str, bundle: str) -> bytes:
+    """A serialized ``contrast.node.v1.CleanupRequest``."""
+    return string_field(1, namespace) + string_field(2, task_id) + string_field(3, bundle)
+
+
+def _number_field(number: int, value: int) -> bytes:
+    return varint(number << 3 | VARINT) + varint(value) if value else b""
+
+
+def _varints(
+    found: list[tuple[int, int, int | bytes]], signed: tuple[int, ...] = ()
+) -> dict[int, int]:
+    """The varint fields among ``found`` (the last of each), ``signed`` ones as two's
+    complement; raises Unusual for a field of another wire type."""
+    numbers: dict[int, int] = {}
+    for number, kind, value in found:
+        if kind != VARINT or not isinstance(value, int):
+            raise Unusual(f"field {number} is no varint")
+        numbers[number] = value - (1 << 64) if number in signed and value >> 63 else value
+    return numbers
+
+
+def canonical_delete_response(data: bytes) -> bytes:
+    """``data``, a serialized ``containerd.task.v2.DeleteResponse`` (pid 1 and
+    exit_status 2, uint32; exited_at 3, a Timestamp: seconds 1, int64, nanos 2,
+    int32), when it is exactly what the protobuf runtime writes for the message it
+    parses from it (so printing ``data`` prints the parsed message); raises Unusual
+    otherwise (repeats, order, explicit zeros, unknown fields, values the runtime
+    would truncate all make the re-encoding differ)."""
+    found = fields(data)
+    numbers = _varints([field for field in found if field[0] != 3])
+    if any(value >> 32 for value in numbers.values()):
+        raise Unusual("a uint32 field out of range")
+    out = _number_field(1, numbers.get(1, 0)) + _number_field(2, numbers.get(2, 0))
+    stamps = [value for number, kind, value in found if number == 3 and kind == LENGTH]
+    if stamps:
+        stamp = stamps[-1]
+        assert isinstance(stamp, bytes)
+        time = _varints(fields(stamp), signed=(1, 2))
+        if not -(1 << 31) <= time.get(2, 0) < 1 << 31:
+            raise Unusual("nanos out of range")
+        body = _number_field(1, time.get(1, 0)) + _number_field(2, time.get(2, 0))
+        out += length_field(3, body)
+    if out != data:
+        raise Unusual("not as the protobuf runtime writes it")
     return out

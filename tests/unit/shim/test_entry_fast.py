@@ -1,6 +1,7 @@
-"""The entry's short way: its settings agree with agent.daemon.settings, and ``start``
-registers the task and prints the relay's address without importing the protobuf
-runtime, argparse, dataclasses or asyncio (what made it slow, bench/pod_shim.py)."""
+"""The entry's short way: its settings agree with agent.daemon.settings; ``start``
+registers the task and prints the relay's address, ``delete`` prints the daemon's
+DeleteResponse, without importing the protobuf runtime, argparse, dataclasses or
+asyncio (what made the entry slow, bench/pod_shim.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 import ttrpc
 from agent.daemon import settings
+from api.containerd.task.v2 import shim_pb2
 from api.node import relay_pb2
 from api.node import shim_pb2 as node_pb2
 from api.runtimeoptions.v1 import api_pb2 as runtimeoptions
@@ -103,9 +106,19 @@ sys.exit(code)
 """
 
 
+DELETED = shim_pb2.DeleteResponse(pid=42, exit_status=137, exited_at=Timestamp(seconds=9, nanos=1))
+
+
 class Node:
     def __init__(self) -> None:
         self.registered: list[node_pb2.RegisterRequest] = []
+        self.cleaned: list[node_pb2.CleanupRequest] = []
+
+    async def Cleanup(
+        self, request: node_pb2.CleanupRequest, ctx: ttrpc.CallContext
+    ) -> shim_pb2.DeleteResponse:
+        self.cleaned.append(request)
+        return DELETED
 
     async def Register(
         self, request: node_pb2.RegisterRequest, ctx: ttrpc.CallContext
@@ -121,21 +134,28 @@ class Node:
         return relay_pb2.ListenResponse(address=f"unix:///relay/{request.namespace}.sock")
 
 
-async def _run_start(run_dir: Path, bundle: Path, task: str, stdin: bytes) -> tuple[int, str, str]:
+async def _run_entry(
+    run_dir: Path, bundle: Path, stdin: bytes, *args: str
+) -> tuple[int, bytes, str]:
     env = {**os.environ, "CONTRAST_RUN_DIR": str(run_dir), "TTRPC_ADDRESS": "/c.ttrpc"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", START, ",".join(HEAVY), "-namespace", "k8s.io",
-        "-address", "/c.sock", "-publish-binary", "/usr/bin/containerd", "-id", task, "start",
+        "-address", "/c.sock", "-publish-binary", "/usr/bin/containerd", *args,
         cwd=bundle, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
     assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return proc.returncode, out, err.decode()
+
+
+async def _run_start(run_dir: Path, bundle: Path, task: str, stdin: bytes) -> tuple[int, str, str]:
+    code, out, err = await _run_entry(run_dir, bundle, stdin, "-id", task, "start")
+    return code, out.decode(), err
 
 
 @pytest.mark.allow_programs("python", "python3")
-async def test_start_takes_the_short_way(tmp_path: Path) -> None:
+async def test_start_and_delete_take_the_short_way(tmp_path: Path) -> None:
     node = Node()
     run_dir = tmp_path / "run"
     bundle = tmp_path / "bundle"
@@ -150,6 +170,7 @@ async def test_start_takes_the_short_way(tmp_path: Path) -> None:
     try:
         code, out, err = await _run_start(run_dir, bundle, "c1", given.SerializeToString())
         refused = await _run_start(run_dir, bundle, "refused", b"")
+        deleted = await _run_entry(run_dir, bundle, b"", "-id", "c1", "-bundle", "/b", "delete")
     finally:
         await daemon.close()
         await relay.close()
@@ -169,3 +190,5 @@ async def test_start_takes_the_short_way(tmp_path: Path) -> None:
         "task refused: no containerd ttrpc address\n"
     )
     assert not node.registered[1].HasField("options")
+    assert deleted == (0, DELETED.SerializeToString(), "\nimported: \n")
+    assert [(c.namespace, c.id, c.bundle) for c in node.cleaned] == [("k8s.io", "c1", "/b")]

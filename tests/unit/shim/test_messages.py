@@ -9,8 +9,10 @@ import random
 
 import pytest
 from google.protobuf import any_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from api.containerd.runtime.bootstrap.v1 import bootstrap_pb2
+from api.containerd.task.v2 import shim_pb2
 from api.containerd.types import introspection_pb2
 from api.node import relay_pb2
 from api.node import shim_pb2 as node_pb2
@@ -162,3 +164,48 @@ def test_unusual_stdin_gets_the_runtimes_answer_and_message() -> None:
         bootstrap.read_start_input(b"\x0a\x05ab", "c1", "default")
     with pytest.raises(bootstrap.BootstrapError, match="the options on stdin are not a protobuf"):
         bootstrap.runtime_info(b"\x0a\x05ab")
+
+
+def test_cleanup_request_is_the_generated_serialization() -> None:
+    for text in ("", "k8s.io", "/run/containerd/io.containerd.runtime.v2.task/k8s.io/c1"):
+        generated = node_pb2.CleanupRequest(namespace=text, id="c1", bundle=text)
+        assert messages.cleanup_request(text, "c1", text) == generated.SerializeToString()
+
+
+DELETES = [
+    shim_pb2.DeleteResponse(),
+    shim_pb2.DeleteResponse(pid=42, exit_status=137),
+    shim_pb2.DeleteResponse(exit_status=(1 << 32) - 1, exited_at=Timestamp(seconds=1, nanos=5)),
+    shim_pb2.DeleteResponse(exited_at=Timestamp()),
+    shim_pb2.DeleteResponse(pid=1, exited_at=Timestamp(seconds=-5, nanos=-(1 << 31))),
+]
+
+
+def test_delete_responses_of_the_runtime_are_printed_as_they_came() -> None:
+    for response in DELETES:
+        data = response.SerializeToString()
+        assert messages.canonical_delete_response(data) == data
+
+
+def test_delete_response_by_hand_agrees_with_the_runtime_where_it_answers() -> None:
+    rng = random.Random(3)
+    seeds = [response.SerializeToString() for response in DELETES]
+    answered = refused = 0
+    for round_ in range(4000):
+        data = rng.choice(seeds)
+        if round_ >= len(seeds):
+            mutated = bytearray(data)
+            where = rng.randrange(len(mutated) + 1)
+            if rng.random() < 0.5 and mutated:
+                mutated[min(where, len(mutated) - 1)] = rng.randrange(256)
+            else:
+                mutated[where:where] = bytes([rng.randrange(256)])
+            data = bytes(mutated)
+        try:
+            hand = messages.canonical_delete_response(data)
+        except messages.Unusual:
+            refused += 1
+            continue
+        answered += 1
+        assert hand == shim_pb2.DeleteResponse.FromString(data).SerializeToString(), data.hex()
+    assert answered > 100 and refused > 100
