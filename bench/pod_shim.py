@@ -10,7 +10,10 @@ same run.
 - imports: ``-v`` (the entry's imports, no call);
 - start: register a task with the daemon and ask the relay for the namespace's
   address (two unix-socket ttrpc calls), as containerd 1.6 runs it;
-- delete: release that task (the daemon answers a DeleteResponse).
+- delete: release that task (the daemon answers a DeleteResponse);
+- start under ``python -I -S`` (now only): what an entry script with those flags
+  would cost; its short way imports nothing from site-packages (its fallbacks would,
+  so such a script must put site-packages on ``sys.path`` itself).
 
 "before" is ``shim/`` at ``--baseline`` (default: the commit before the entry's
 hand-written messages, ``shim/messages.py``), exported with ``git archive`` and put
@@ -81,9 +84,11 @@ def main(runs: int, baseline: str) -> None:
     def python(*args: str) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([sys.executable, *args], capture_output=True, check=False)
 
-    def entry(node: Node, tree: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    def entry(
+        node: Node, tree: Path, *args: str, cwd: Path, flags: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [sys.executable, "-c", LAUNCH, str(tree), "-namespace", "default", "-address",
+            [sys.executable, *flags, "-c", LAUNCH, str(tree), "-namespace", "default", "-address",
              str(node.root / "containerd.sock"), "-publish-binary", "/usr/bin/containerd", *args],
             cwd=cwd, capture_output=True, env=node.env, timeout=120, check=False,
         )  # fmt: skip
@@ -110,6 +115,8 @@ def main(runs: int, baseline: str) -> None:
                 add(f"{name} start", timed(functools.partial(run, "-id", task, "start")))
                 delete = functools.partial(run, "-id", task, "-bundle", str(bundle), "delete")
                 add(f"{name} delete", timed(delete))
+            bare = functools.partial(entry, node, REPO, cwd=bundle, flags=("-I", "-S"))
+            add("now bare start", timed(functools.partial(bare, "-id", f"bare{i}", "start")))
     floor = statistics.median(figures["floor"])
     medians = {label: statistics.median(values) for label, values in figures.items()}
     print(f"shim entry, fresh process each, medians of {runs} (ms); before = shim/ at {baseline}")
@@ -124,6 +131,12 @@ def main(runs: int, baseline: str) -> None:
             f"  {label:44} {1000 * before:6.1f} {1000 * now:6.1f}"
             f"  ({1000 * (before - floor):+.0f}, {1000 * (now - floor):+.0f})"
         )
+    bare_start = medians["now bare start"]
+    print(
+        f"  {'start, python -I -S (no site, no .pth)':44} {'':6} {1000 * bare_start:6.1f}"
+        f"  (an entry script with those flags: {1000 * (bare_start - medians['bare']):+.0f}"
+        " over the bare floor)"
+    )
     # Twice per pod: the sandbox's start and the container's.
     saved = 2 * (medians["before start"] - medians["now start"])
     print(f"  per pod (two starts): {1000 * saved:.0f} ms less host time")
