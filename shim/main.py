@@ -57,7 +57,7 @@ RELAY_SERVICE = "contrast.node.v1.Relay"  # api/node/relay.proto
 # which takes a while on a loaded node; a start that gives up early would fail the pod.
 DAEMON_START_SECONDS = 60.0
 CALL_SECONDS = 30.0
-# As agent.daemon.settings names them.
+# As agent.daemon.settings names them (tests/unit/shim/test_entry_fast.py compares).
 DEFAULT_RUN_DIR = "/run/contrast"
 SOCKET = "daemon.sock"
 RELAY_SOCKET = "relay.sock"
@@ -132,8 +132,8 @@ def _plainly_valid(env: Mapping[str, str]) -> bool:
 
 
 def entry_settings(env: Mapping[str, str] = os.environ) -> EntrySettings:
-    """The daemon's run directory and supervision from ``env``; raises SettingsError
-    (agent.daemon.settings's) for a bad environment."""
+    """The daemon's run directory and supervision from ``env``; raises ShimError with
+    agent.daemon.settings' message for a bad environment."""
     if _plainly_valid(env):
         return EntrySettings(
             env.get("CONTRAST_RUN_DIR", DEFAULT_RUN_DIR),

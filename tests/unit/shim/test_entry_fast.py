@@ -85,6 +85,16 @@ def test_entry_settings_are_the_daemons_or_its_error() -> None:
     assert plain > 50
 
 
+def test_the_short_way_names_what_the_daemon_names() -> None:
+    assert str(settings.from_env({}).run_dir) == main.DEFAULT_RUN_DIR
+    assert (main.SOCKET, main.RELAY_SOCKET, main.LOG_FILE, main.RELAY_LOG_FILE) == (
+        settings.SOCKET, settings.RELAY_SOCKET, settings.LOG_FILE, settings.RELAY_LOG_FILE
+    )  # fmt: skip
+    config = settings.from_env({"CONTRAST_RUN_DIR": "/r"})
+    entry = main.EntrySettings.of(config)
+    assert (entry.socket, entry.relay_socket) == (str(config.socket), str(config.relay_socket))
+
+
 def test_the_short_way_checks_every_variable_the_daemon_reads() -> None:
     """A variable added to agent.daemon.settings must be checked by the short way too."""
     daemon, entry = Recording({}), Recording({})
