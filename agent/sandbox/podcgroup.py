@@ -307,28 +307,48 @@ def _remove_now(created: Sequence[Path]) -> list[OSError]:
     return errors
 
 
+def _split(created: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """``created`` as its leaves (QEMU's own directories) and the parents we made for
+    them, which other pods' directories may sit in (``/k8s.io`` on a node without a
+    kubelet: containerd's CRI names ``/k8s.io/<id>`` for every pod)."""
+    leaves = [d for d in created if not any(o != d and o.is_relative_to(d) for o in created)]
+    return leaves, [d for d in created if d not in leaves]
+
+
+def _remove_parents(parents: Sequence[Path]) -> None:
+    """Parents we created, once; one holding another pod's directory stays (that pod,
+    which may live for days, is no reason to wait: the last one out leaves it)."""
+    for error in _remove_now(parents):
+        log.info("cgroup %s kept: %s (another cgroup is in it)", error.filename, error.strerror)
+
+
 async def remove(created: Sequence[Path], timeout: float = 10.0) -> None:
     """Remove the directories ``created`` (children first). A killed QEMU leaves its
-    cgroup a moment after the kill: busy directories are retried until ``timeout``.
-    Raises CgroupError naming what is left."""
+    cgroup a moment after the kill: busy leaves are retried until ``timeout``; a busy
+    parent is left (see :func:`_remove_parents`). Raises CgroupError naming the leaves
+    left."""
+    leaves, parents = _split(created)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while errors := _remove_now(created):
+    while errors := _remove_now(leaves):
         if loop.time() > deadline:
             left = ", ".join(f"{e.filename}: {e.strerror}" for e in errors)
             raise CgroupError(f"cgroup directories left behind: {left}")
         await asyncio.sleep(0.1)
+    _remove_parents(parents)
 
 
 def remove_blocking(created: Sequence[Path], timeout: float = 5.0) -> None:
     """:func:`remove` for callers without an event loop (the shim's ``delete`` while no
-    daemon runs); blocks up to ``timeout``. Raises CgroupError naming what is left."""
+    daemon runs); blocks up to ``timeout``. Raises CgroupError naming the leaves left."""
+    leaves, parents = _split(created)
     deadline = time.monotonic() + timeout
-    while errors := _remove_now(created):
+    while errors := _remove_now(leaves):
         if time.monotonic() > deadline:
             left = ", ".join(f"{e.filename}: {e.strerror}" for e in errors)
             raise CgroupError(f"cgroup directories left behind: {left}")
         time.sleep(0.05)
+    _remove_parents(parents)
 
 
 def mounted() -> tuple[Hierarchy, ...]:

@@ -143,3 +143,37 @@ def test_created_directories_survive_the_record() -> None:
     # A state file naming anything but directories below a cgroup mount removes nothing.
     for hostile in ('["/etc/ssl"]', '["/sys/fs/cgroup"]', '["/sys/fs/cgroup/../../etc"]'):
         assert podcgroup.created_dirs({podcgroup.CREATED_KEY: hostile}, mounts) == ()
+
+
+def _shared_parent(tmp_path: Path) -> tuple[Path, ...]:
+    """What prepare created for a pod on a node without a kubelet (containerd's CRI
+    names ``/k8s.io/<id>``): the shared ``k8s.io`` and the pod's leaf, in two
+    hierarchies; another pod's directory sits in one of them."""
+    created = []
+    for hierarchy in ("cpu", "memory"):
+        created += [tmp_path / hierarchy / "k8s.io", tmp_path / hierarchy / "k8s.io" / "a"]
+        created[-1].mkdir(parents=True)
+    (tmp_path / "cpu" / "k8s.io" / "b").mkdir(exist_ok=True)  # the other pod's, made after ours
+    return tuple(created)
+
+
+async def test_remove_leaves_a_parent_another_pod_uses(tmp_path: Path) -> None:
+    # A busy parent is not retried: the other pod may live for days, and the wait ran
+    # into containerd's Delete deadline, every retry again (critest on 2.3.4).
+    created = _shared_parent(tmp_path)
+    await podcgroup.remove(created, timeout=0.5)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "cpu", "cpu/k8s.io", "cpu/k8s.io/b", "memory",
+    ]  # fmt: skip
+    podcgroup.remove_blocking(_shared_parent(tmp_path), timeout=0.5)
+    assert not (tmp_path / "cpu" / "k8s.io" / "a").exists()
+
+
+async def test_remove_still_waits_for_the_leaf(tmp_path: Path) -> None:
+    created = _shared_parent(tmp_path)
+    (created[1] / "busy").mkdir()  # a leaf QEMU has not left: rmdir fails
+    with pytest.raises(CgroupError, match=r"left behind: .*/cpu/k8s.io/a"):
+        await podcgroup.remove(created, timeout=0.3)
+    with pytest.raises(CgroupError, match=r"left behind: .*/cpu/k8s.io/a"):
+        podcgroup.remove_blocking(created, timeout=0.3)
+    assert not (tmp_path / "memory" / "k8s.io" / "a").exists()  # the free leaf is gone
