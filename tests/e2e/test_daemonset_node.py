@@ -41,7 +41,7 @@ from api.containerd.cri.runtime.v1 import api_pb2
 from bench.pod_cri import ALLOW_EVERY_REQUEST, INITDATA
 from devkit import daemonset
 from devkit.containerd import DEBIAN, Containerd
-from devkit.cri import Cri, PodSpec
+from devkit.cri import Cri, PodSpec, read_log
 from devkit.crilog import wait_for_line
 from devkit.crinode import (
     PAUSE,
@@ -75,6 +75,8 @@ NODE_BINDS = 'mount --bind "$1" /usr/bin/systemctl && mount --bind "$2" /opt \
 && mount --bind "$4" /run/containerd && mount --bind "$5" /usr/local/bin \
 && mount --make-rshared / && shift 5 && exec "$@"'
 FAKE_STATE = "/run/containerd/fake"  # the inner containerd's, a path of the node
+# The pod's container: a line to its CRI log every 2 s, to follow across the day 2 steps.
+TICKS = "echo hello; i=0; while true; do i=$((i + 1)); echo tick $i; sleep 2; done"
 # The inner containerd's pods get other addresses of the bridge than the outer's.
 INNER_ADDRESSES = (100, 150)
 
@@ -237,7 +239,7 @@ def test_a_confidential_pod_on_a_node_the_daemonset_set_up(
                 raise
             cid = inner.create_container(
                 web, spec, "hello", image=node.image,
-                command=["/bin/sh", "-c", "echo hello; exec sleep 600"],
+                command=["/bin/sh", "-c", TICKS],
             )  # fmt: skip
             inner.start_container(cid)
             wait_for_line(pod_logs / "hello.log", "hello", 900)
@@ -309,6 +311,14 @@ def test_a_confidential_pod_on_a_node_the_daemonset_set_up(
                 raise
             assert (reply.exit_code, reply.stdout) == (0, b"after the rollout\n"), reply
             assert inner.container_status(cid).state == api_pb2.CONTAINER_RUNNING
+            # Its output still reaches the CRI log after both (the pod's QEMU holds the
+            # container's FIFO while no daemon runs: shim/README).
+            ticks = [
+                int(line.text.split()[1])
+                for line in read_log(pod_logs / "hello.log")
+                if line.text.startswith("tick ")
+            ]
+            wait_for_line(pod_logs / "hello.log", f"tick {max(ticks) + 2}", 300)
             # Uninstall while the Contrast pod runs: refused, naming it, nothing changed.
             refusal = uninstaller(pod, node_image, paths, "refused")
             refused = node.cri.wait_exited(run_container(node, pod_id, sandbox, refusal), 600)
