@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,3 +75,18 @@ role = "kernel"
 """
     )
     return Node(root, manifest, assets)
+
+
+def run(*args: str) -> tuple[int, str]:
+    """The installer's CLI in-process: its exit code and what it printed."""
+    from installer.cli import main
+
+    out = io.StringIO()
+    return main(list(args), out=out), out.getvalue()
+
+
+def handler_of(node: Node) -> str:
+    """The handler name the node's manifest hashes to (``installer handler``)."""
+    code, out = run("handler", "--manifest", str(node.manifest))
+    assert code == 0
+    return out.strip()

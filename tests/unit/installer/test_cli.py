@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from installer.cli import main
-from tests.unit.installer.fakes import Fakes, install_fakes
-from tests.unit.installer.nodes import DATA, Node, make_node
+from tests.unit.installer.fakes import Fakes
+from tests.unit.installer.nodes import DATA, Node, handler_of, make_node, run
 from tests.unit.installer.test_containerd_config import only_added_lines
 
 pytestmark = pytest.mark.allow_programs("systemctl", "nsenter", "containerd")
-
-
-@pytest.fixture
-def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
-    return install_fakes(tmp_path, monkeypatch)
-
-
-def run(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(args), out=out), out.getvalue()
-
-
-def handler_of(node: Node) -> str:
-    code, out = run("handler", "--manifest", str(node.manifest))
-    assert code == 0
-    return out.strip()
 
 
 def backups(node: Node) -> list[Path]:

@@ -5,35 +5,17 @@ that is not ours is never touched."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
 
 from installer import shimlink
-from installer.cli import main
-from tests.unit.installer.fakes import Fakes, install_fakes
-from tests.unit.installer.nodes import DATA, Node, make_node
+from tests.unit.installer.fakes import Fakes
+from tests.unit.installer.nodes import DATA, Node, handler_of, make_node, run
 
 pytestmark = pytest.mark.allow_programs("systemctl", "nsenter", "containerd")
 
 LINK = "usr/local/bin/containerd-shim-contrast-cc-v2"
-
-
-@pytest.fixture
-def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
-    return install_fakes(tmp_path, monkeypatch)
-
-
-def run(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(args), out=out), out.getvalue()
-
-
-def handler_of(node: Node) -> str:
-    code, out = run("handler", "--manifest", str(node.manifest))
-    assert code == 0
-    return out.strip()
 
 
 def test_the_name_containerd_looks_for() -> None:

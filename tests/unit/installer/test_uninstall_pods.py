@@ -3,7 +3,6 @@ changing nothing, unless --force; pods of another handler do not count."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
@@ -17,24 +16,13 @@ from agent.sandbox.state import (
     Status,
     Stdio,
 )
-from installer.cli import main
-from tests.unit.installer.fakes import Fakes, install_fakes
-from tests.unit.installer.nodes import Node, make_node
+from tests.unit.installer.fakes import Fakes
+from tests.unit.installer.nodes import Node, make_node, run
 
 pytestmark = pytest.mark.allow_programs("systemctl", "nsenter", "containerd")
 
 SANDBOX = "5f0c" + "0" * 60
 BUNDLE = f"/run/containerd/io.containerd.runtime.v2.task/k8s.io/{SANDBOX}"
-
-
-@pytest.fixture
-def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
-    return install_fakes(tmp_path, monkeypatch)
-
-
-def run(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    return main(list(args), out=out), out.getvalue()
 
 
 def installed(tmp_path: Path) -> tuple[Node, str]:
