@@ -226,7 +226,29 @@ def _make(
     hierarchy: Hierarchy, relative: PurePosixPath, created: list[Path], cgroups_path: str
 ) -> Path:
     """The leaf of ``relative`` in ``hierarchy``, creating what is missing (appended to
-    ``created``). Raises OSError, or CgroupError when the leaf takes no process."""
+    ``created``). Raises OSError, or CgroupError when the leaf takes no process.
+
+    A parent that another pod created and removes just as we go down through it (the
+    shared ``/k8s.io`` of a kubelet-less node, kept only while another cgroup is in it)
+    vanishes under our mkdir: the walk starts again from the top, a few times."""
+    for attempt in range(_WALK_ATTEMPTS):
+        try:
+            return _walk(hierarchy, relative, created, cgroups_path)
+        except FileNotFoundError:
+            if attempt == _WALK_ATTEMPTS - 1:
+                raise
+            # What we made below the vanished parent went with it (rmdir takes only an
+            # empty directory: it was none of ours, or it is gone).
+            created[:] = [d for d in created if d.exists()]
+    raise AssertionError("unreachable")
+
+
+_WALK_ATTEMPTS = 5
+
+
+def _walk(
+    hierarchy: Hierarchy, relative: PurePosixPath, created: list[Path], cgroups_path: str
+) -> Path:
     directory = hierarchy.mount
     for part in relative.parts:
         directory = directory / part

@@ -177,3 +177,25 @@ async def test_remove_still_waits_for_the_leaf(tmp_path: Path) -> None:
     with pytest.raises(CgroupError, match=r"left behind: .*/cpu/k8s.io/a"):
         podcgroup.remove_blocking(created, timeout=0.3)
     assert not (tmp_path / "memory" / "k8s.io" / "a").exists()  # the free leaf is gone
+
+
+def test_prepare_goes_down_again_when_a_shared_parent_vanishes_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another pod removes the shared /k8s.io it created (empty, kept only while in use)
+    # between our seeing it exist and our mkdir of the leaf inside it.
+    (tmp_path / "k8s.io").mkdir()
+    real_mkdir = Path.mkdir
+    vanished: list[Path] = []
+
+    def racing_mkdir(self: Path, mode: int = 0o777, *args: object, **kw: object) -> None:
+        if self.name == "pod1" and not vanished:
+            vanished.append(self.parent)
+            self.parent.rmdir()
+        real_mkdir(self, mode, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", racing_mkdir)
+    mounts = (Hierarchy(tmp_path, 2, ()),)
+    with pytest.raises(CgroupError, match=r"cgroup\.procs"):  # plain dirs take no process
+        podcgroup.prepare("/k8s.io/pod1", mounts)
+    assert vanished == [tmp_path / "k8s.io"]  # the race happened, and was not the error
