@@ -66,7 +66,8 @@ run_tests() {
     "$py" -m mypy
     log "pytest: every tier"
     local rc=0
-    "$py" -m pytest -m "" -ra "$@" || rc=$?
+    # --durations: every gate log says where its time went (the 90-minute limit).
+    "$py" -m pytest -m "" -ra --durations=40 "$@" || rc=$?
     if [ "$rc" -eq 5 ]; then
         log "pytest collected no tests: that is a failure, not a pass"
         exit 1
