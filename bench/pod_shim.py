@@ -6,22 +6,24 @@ same run.
 
 - floors: the venv's interpreter running nothing (``python -c pass``: site with the
   venv's ``.pth`` files, here an editable install's finder), and the bare interpreter
-  (``python -I -S -c pass``: what an entry script with those flags would start from);
+  (``python -I -S -c pass``: what the launcher starts from);
 - imports: ``-v`` (the entry's imports, no call);
 - start: register a task with the daemon and ask the relay for the namespace's
   address (two unix-socket ttrpc calls), as containerd 1.6 runs it;
-- delete: release that task (the daemon answers a DeleteResponse);
-- start under ``python -I -S`` (now only): what an entry script with those flags
-  would cost; its short way imports nothing from site-packages (its fallbacks would,
-  so such a script must put site-packages on ``sys.path`` itself).
+- delete: release that task (the daemon answers a DeleteResponse).
 
-"before" is ``shim/`` at ``--baseline`` (default: the commit before the entry's
-hand-written messages, ``shim/messages.py``), exported with ``git archive`` and put
-first on ``sys.path``; "now" is the working tree's; both are started the same way
-(``python -c`` importing ``shim.main``, as the console script does), against the same
-daemon and relay (the working tree's). Each run is a fresh process, as containerd runs
-it, the kinds interleaved so that load on the machine hits all alike; medians of
-``--runs``.
+Three entries, each run as containerd runs it (the executable, in the bundle):
+
+- before: ``shim/`` at ``--baseline`` (default: the commit before the entry's
+  hand-written messages, ``shim/messages.py``), exported with ``git archive`` and put
+  first on ``sys.path`` of ``python -c`` importing ``shim.main`` (as a console script);
+- console script: the venv's ``containerd-shim-contrast-cc-v2`` (pip's, with site);
+- launcher: ``shim.launcher``'s script (``#!python -IS``, its own ``sys.path``), as
+  devkit's nodes and the node image run it (``devkit.node.SHIM``).
+
+All three against the same daemon and relay (the working tree's). Each run is a fresh
+process, the kinds interleaved so that load on the machine hits all alike; medians of
+``--runs``; the load average is printed with the figures.
 
     .venv/bin/python -m bench.pod_shim [--runs 20] [--baseline REV]
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -40,8 +43,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from devkit.node import REPO, Node, node_env
+from devkit.node import BIN, REPO, Node, node_env, shim_launcher
 
+CONSOLE_SCRIPT = BIN / "containerd-shim-contrast-cc-v2"
 LAUNCH = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); from shim.main import main; sys.exit(main())"
 )
@@ -85,11 +89,11 @@ def main(runs: int, baseline: str) -> None:
         return subprocess.run([sys.executable, *args], capture_output=True, check=False)
 
     def entry(
-        node: Node, tree: Path, *args: str, cwd: Path, flags: tuple[str, ...] = ()
+        node: Node, command: list[str], *args: str, cwd: Path
     ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [sys.executable, *flags, "-c", LAUNCH, str(tree), "-namespace", "default", "-address",
-             str(node.root / "containerd.sock"), "-publish-binary", "/usr/bin/containerd", *args],
+            [*command, "-namespace", "default", "-address", str(node.root / "containerd.sock"),
+             "-publish-binary", "/usr/bin/containerd", *args],
             cwd=cwd, capture_output=True, env=node.env, timeout=120, check=False,
         )  # fmt: skip
 
@@ -98,48 +102,50 @@ def main(runs: int, baseline: str) -> None:
     def add(label: str, seconds: float) -> None:
         figures.setdefault(label, []).append(seconds)
 
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="pod-shim-") as scratch, node_env("pod-vm") as node:
-        trees = {"before": export_shim(baseline, Path(scratch)), "now": REPO}
+        old = export_shim(baseline, Path(scratch))
+        commands = {
+            "before": [sys.executable, "-c", LAUNCH, str(old)],
+            "console": [str(CONSOLE_SCRIPT)],
+            "launcher": [str(shim_launcher())],
+        }
         bundle = node.root / "bundle"
         bundle.mkdir()
-        warm = entry(node, REPO, "-id", "warm", "start", cwd=bundle)  # starts daemon, relay
-        if warm.returncode != 0:
+        warm = entry(node, commands["launcher"], "-id", "warm", "start", cwd=bundle)
+        if warm.returncode != 0:  # it started the daemon and the relay
             raise SystemExit(f"the first start failed: {warm.stderr.decode(errors='replace')}")
         for i in range(runs):
             add("floor", timed(lambda: python("-c", "pass")))
             add("bare", timed(lambda: python("-I", "-S", "-c", "pass")))
-            for name, tree in trees.items():
+            for name, command in commands.items():
                 task = f"{name}{i}"
-                run = functools.partial(entry, node, tree, cwd=bundle)
+                run = functools.partial(entry, node, command, cwd=bundle)
                 add(f"{name} -v", timed(functools.partial(run, "-v")))
                 add(f"{name} start", timed(functools.partial(run, "-id", task, "start")))
                 delete = functools.partial(run, "-id", task, "-bundle", str(bundle), "delete")
                 add(f"{name} delete", timed(delete))
-            bare = functools.partial(entry, node, REPO, cwd=bundle, flags=("-I", "-S"))
-            add("now bare start", timed(functools.partial(bare, "-id", f"bare{i}", "start")))
-    floor = statistics.median(figures["floor"])
-    medians = {label: statistics.median(values) for label, values in figures.items()}
-    print(f"shim entry, fresh process each, medians of {runs} (ms); before = shim/ at {baseline}")
-    print(f"  {'floor: the venv python -c pass':44} {1000 * floor:6.1f}")
-    print(f"  {'bare: python -I -S -c pass':44} {1000 * medians['bare']:6.1f}")
+    medians = {label: 1000 * statistics.median(values) for label, values in figures.items()}
+    floor, bare = medians["floor"], medians["bare"]
+    print(
+        f"shim entry, fresh process each, medians of {runs} (ms), load {load[0]:.1f} "
+        f"{load[1]:.1f} {load[2]:.1f}; before = shim/ at {baseline}"
+    )
+    print(f"  {'floor: the venv python -c pass':34} {floor:6.1f}")
+    print(f"  {'bare: python -I -S -c pass':34} {bare:6.1f}")
     rows = (("imports: -v", "-v"), ("start: Register + relay Listen", "start"),
             ("delete: Cleanup", "delete"))  # fmt: skip
-    print(f"  {'':44} {'before':>6} {'now':>6}  (over the venv floor: before, now)")
+    print(f"  {'':34} {'before':>7} {'console':>8} {'launcher':>9}  (launcher over the bare floor)")
     for label, kind in rows:
-        before, now = medians[f"before {kind}"], medians[f"now {kind}"]
-        print(
-            f"  {label:44} {1000 * before:6.1f} {1000 * now:6.1f}"
-            f"  ({1000 * (before - floor):+.0f}, {1000 * (now - floor):+.0f})"
+        before, console, fast = (medians[f"{name} {kind}"] for name in commands)
+        print(f"  {label:34} {before:7.1f} {console:8.1f} {fast:9.1f}  ({fast - bare:+.0f})")
+    # Twice per pod: the sandbox's start and the container's; a delete for each.
+    for name in ("before", "console"):
+        saved = 2 * (
+            medians[f"{name} start"] - medians["launcher start"]
+            + medians[f"{name} delete"] - medians["launcher delete"]
         )
-    bare_start = medians["now bare start"]
-    print(
-        f"  {'start, python -I -S (no site, no .pth)':44} {'':6} {1000 * bare_start:6.1f}"
-        f"  (an entry script with those flags: {1000 * (bare_start - medians['bare']):+.0f}"
-        " over the bare floor)"
-    )
-    # Twice per pod: the sandbox's start and the container's.
-    saved = 2 * (medians["before start"] - medians["now start"])
-    print(f"  per pod (two starts): {1000 * saved:.0f} ms less host time")
+        print(f"  per pod (two starts, two deletes), launcher vs {name}: {saved:.0f} ms less")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,24 @@ from pathlib import Path
 
 from devkit import ownership
 from devkit.errors import DevkitError
+from shim import launcher
 
 BIN = Path(sys.executable).parent
-SHIM = BIN / "containerd-shim-contrast-cc-v2"
 REPO = Path(__file__).parents[1]
+# The shim entry as containerd runs it: shim.launcher's script for this interpreter and
+# checkout (python -I -S, no site: the editable install's finder costs every start),
+# written by shim_launcher(); node_env puts its directory first on PATH (containerd 1.6
+# looks the shim up there).
+SHIM = REPO / "build/shim" / launcher.NAME
+
+
+def shim_launcher() -> Path:
+    """:data:`SHIM`, written first when it is missing or not current; raises DevkitError."""
+    try:
+        launcher.write(SHIM, launcher.script(sys.executable, launcher.search_path()))
+    except (launcher.LauncherError, OSError) as err:
+        raise DevkitError(f"cannot write the shim launcher {SHIM}: {err}") from err
+    return SHIM
 
 
 @dataclass(frozen=True)
@@ -110,9 +124,11 @@ def node_env(
 ) -> Iterator[Node]:
     """A node root under ``parent`` (short: socket paths), removed afterwards with the
     relay and daemon a shim started there stopped."""
+    shim_launcher()
     root = Path(tempfile.mkdtemp(prefix="node-", dir=parent))
+    path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     env = {
-        "PATH": f"{BIN}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+        "PATH": f"{SHIM.parent}:{BIN}:{path}",
         "CONTRAST_RUN_DIR": str(root / "run"),
         "CONTRAST_STATE_DIR": str(root / "state"),
         "CONTRAST_BACKEND": backend,

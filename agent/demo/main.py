@@ -33,7 +33,7 @@ from agent.demo.report import Report
 from devkit.containerd import DEBIAN, VERSIONS, ContainerdRelease, ReleaseMissing, release
 from devkit.crinode import CriNode, cri_node
 from devkit.errors import DevkitError
-from devkit.node import SHIM
+from devkit.node import shim_launcher
 from guest.image.build import default_cache, ensure_image
 from guest.image.manifest import GuestImage
 
@@ -85,7 +85,11 @@ def runtime(
         defaults = containerd.default_config()
     except DevkitError as err:
         raise DemoError(f"containerd {containerd.version} config default: {err}") from err
-    installed = install.install(root / "install", image, SHIM, defaults)
+    try:
+        shim = shim_launcher()
+    except DevkitError as err:
+        raise DemoError(str(err)) from err
+    installed = install.install(root / "install", image, shim, defaults)
     report.info(
         f"node config: containerd {containerd.version}'s own `containerd config default` "
         f"(version {installed.config_version()})"

@@ -2,7 +2,10 @@
 # The last step of a node image build, in the image's root (the Containerfile's RUN,
 # `chroot` in python -m nodeimage build): the platform (PLATFORM) into the asset
 # manifest, no firmware on a platform without a TEE (QEMU boots the kernel directly),
-# and the handler name the assets hash to into /usr/share/contrast/handler.
+# the shim entry the host's launcher runs (shim-launcher.sh) replaced by shim.launcher's
+# script for this image's python3 and install (python -I -S: no site, no .pth files on
+# every task's start; shim/launcher.py), and the handler name the assets hash to into
+# /usr/share/contrast/handler.
 set -eu
 : "${PLATFORM:?PLATFORM is not set}"
 share=/usr/share/contrast
@@ -15,5 +18,6 @@ qemu-insecure)
     rm -f $share/assets/OVMF.fd
     ;;
 esac
+python3 -m shim.launcher --output /usr/local/bin/containerd-shim-contrast-cc-v2
 contrast-node-installer handler --manifest $share/manifest.toml > $share/handler
 cat $share/handler

@@ -38,8 +38,13 @@ def test_the_image_holds_the_layout_and_its_handler(node_image: NodeImage, tmp_p
         member = members.get(str(path).lstrip("/"))
         assert member is not None and member.isfile(), path
     for script in layout.console_scripts():
-        head = tar_text(_layer(node_image), f"usr/local/bin/{script}").splitlines()[0]
-        assert head == "#!/usr/bin/python3", (script, head)
+        text = tar_text(_layer(node_image), f"usr/local/bin/{script}")
+        head = text.splitlines()[0]
+        if script == "containerd-shim-contrast-cc-v2":  # shim.launcher's, not pip's
+            assert head == "#!/usr/bin/python3 -IS", head
+            assert "PATHS = ['/usr/local/lib/python3.11/dist-packages'" in text
+        else:
+            assert head == "#!/usr/bin/python3", (script, head)
     launcher = members["usr/share/contrast/assets/containerd-shim-contrast-cc-v2"]
     assert launcher.mode & 0o777 == 0o755
     assert "usr/bin/qemu-system-x86_64" in members
