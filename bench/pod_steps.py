@@ -29,6 +29,11 @@ PULLED = re.compile(r"pulled (\S+): \d+ layers, \d+ fetched, ([0-9.]+)s")
 BUILT = re.compile(r"serving AgentService \(built in ([0-9.]+) ms\)")
 CONSOLE = re.compile(r"-chardev file,id=console,path=(\S+)")
 TOOK = re.compile(r"pid (\d+): guest agent (\w+) took ([0-9.]+) ms")
+# shim.control: the shim entry's process age when it registered (its exec, to a tick).
+SHIM_AGE = re.compile(r"; shim pid \d+ started (\d+) ms ago\)")
+# agent.sandbox.vm_backend: the daemon's steps of a sandbox's launch.
+LAUNCHED = re.compile(r"sandbox (\S+): launched in (.*)$")
+LAUNCH_STEP = re.compile(r"([^,]+?) ([0-9.]+) ms")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,21 @@ class PodTimes:
     # In the boot too (before "ready"): the guest agent serving the guest network
     # (UpdateInterface waits for the NIC's driver, loaded during boot) and CreateSandbox.
     setup: tuple[tuple[str, float], ...] = ()
+    # RunPodSandbox -> launch, split: containerd until it executes our shim (None when
+    # the daemon's log does not tell), the shim until it registered, then the daemon;
+    # ``launch_steps``: the daemon's own steps of the launch (seconds each).
+    shim_exec: float | None = None
+    registered: float = 0.0
+    launch_steps: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def containerd(self) -> float | None:
+        """containerd's share of the host side: before it executes our shim, for the
+        sandbox and for the container (what runc's pods wait for too)."""
+        if self.shim_exec is None:
+            return None
+        waits = [s.wall for s in self.steps if s.name == CONTAINERD_STEP]
+        return self.shim_exec + sum(waits)
 
 
 class LogError(Exception):
@@ -83,6 +103,23 @@ def _find(lines: list[str], needle: str, what: str, after: float = 0.0) -> float
         if needle in line and log_time(line) >= after:
             return log_time(line)
     raise LogError(f"no {what} ({needle!r}) in the daemon's log")
+
+
+def _registered(lines: list[str], task_id: str, after: float) -> tuple[float, float | None]:
+    """When ``task_id`` registered, and how long its shim had run then (None: unknown)."""
+    needle = f"task k8s.io/{task_id} registered"
+    for line in lines:
+        if needle in line and log_time(line) >= after:
+            age = SHIM_AGE.search(line)
+            return log_time(line), None if age is None else float(age[1]) / 1000
+    raise LogError(f"no shim start of {task_id} ({needle!r}) in the daemon's log")
+
+
+def _launch_steps(lines: list[str], pod_id: str) -> tuple[tuple[str, float], ...]:
+    for line in lines:
+        if (found := LAUNCHED.search(line)) and found[1] == pod_id:
+            return tuple((m[1].strip(), float(m[2]) / 1000) for m in LAUNCH_STEP.finditer(found[2]))
+    return ()
 
 
 def _pid(lines: list[str], pod_id: str) -> int:
@@ -111,6 +148,7 @@ def pod_times(
     """The split for pod ``pod_id`` whose workload container ``cid`` printed its first
     line ``output`` seconds after ``since`` (epoch: RunPodSandbox). Raises LogError."""
     lines = daemon_log.splitlines()
+    sandbox_registered, sandbox_age = _registered(lines, pod_id, since)
     launch = _find(lines, f"sandbox-{pod_id[:12]}: starting ", "QEMU launch", since)
     ready = _find(lines, f"/{pod_id}: pod-VM pid ", "pod-VM ready", launch)
     pid = _pid(lines, pod_id)
@@ -125,7 +163,7 @@ def pod_times(
     pause_create_call, pause_start_call, create_call, start_call = (t for _, t in calls[:4])
     pause_created = _find(lines, f"task k8s.io/{pod_id} created", "sandbox created", ready)
     pause_started = _find(lines, f"task k8s.io/{pod_id} started", "sandbox started", ready)
-    registered = _find(lines, f"task k8s.io/{cid} registered", "container's shim start", ready)
+    registered, container_age = _registered(lines, cid, ready)
     created = _find(lines, f"task k8s.io/{cid} created", "container created", registered)
     started = _find(lines, f"task k8s.io/{cid} started", "container started", created)
     served = guest_served(console)
@@ -154,8 +192,7 @@ def pod_times(
              pause_create_call, pause_create),
         Step("sandbox Task Start (pause StartContainer)", pause_started - pause_created,
              pause_start_call, pause_start),
-        Step("containerd: CRI calls, the container's shim start", registered - pause_started,
-             0.0, 0.0),
+        *_shim_steps(pause_started, registered, container_age),
         Step("container Task Create (pull, CreateContainer)", created - registered,
              create_call, create, pull),
         Step("container Task Start (StartContainer)", started - created, start_call, start),
@@ -168,4 +205,22 @@ def pod_times(
         agent_start=float(built[1]) / 1000,
         pull=pull,
         setup=setup,
+        shim_exec=None if sandbox_age is None else sandbox_registered - sandbox_age - since,
+        registered=sandbox_registered - since,
+        launch_steps=_launch_steps(lines, pod_id),
+    )
+
+
+CONTAINERD_STEP = "containerd: CRI calls until our shim runs"
+
+
+def _shim_steps(since: float, registered: float, age: float | None) -> tuple[Step, ...]:
+    """From the sandbox started to the container's shim registered: containerd's part
+    (CRI's calls, its CreateContainer) and the shim's, when its age is known."""
+    if age is None:
+        return (Step("containerd: CRI calls, the container's shim start", registered - since,
+                     0.0, 0.0),)  # fmt: skip
+    return (
+        Step(CONTAINERD_STEP, registered - age - since, 0.0, 0.0),
+        Step("the container's shim start (exec -> Register)", age, 0.0, 0.0),
     )

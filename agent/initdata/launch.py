@@ -1,6 +1,6 @@
 """What the VM manager needs to launch a pod-VM bound to a pod's initdata.
 
-- the initdata disk image file, written atomically into the sandbox's state
+- the initdata disk image file, written atomically into the sandbox's run
   directory and attached read-only as a virtio-blk disk with id and serial
   ``initdata`` (:meth:`InitdataLaunch.disk`);
 - the launch binding: SNP ``host-data`` (32 bytes) or TDX ``mrconfigid`` (48 bytes)
@@ -78,7 +78,13 @@ def disk_image(pod: PodInitdata) -> bytes:
 
 
 def write_disk(path: Path, image: bytes) -> None:
-    """Write ``image`` to ``path`` atomically (temp file, fsync, rename, fsync dir)."""
+    """Write ``image`` to ``path`` atomically (temp file, rename), without fsync.
+
+    The rename keeps QEMU from ever seeing half a disk. No fsync: the disk is only read
+    by the pod-VM launched right after, through the same page cache; a crash of the
+    daemon loses no written page, and a crash of the host ends that pod-VM too (its run
+    directory, on tmpfs ``/run`` by default, goes with it). Two fsyncs here blocked the
+    daemon's event loop for every pod (2.7 ms median on this machine's ext4 /tmp)."""
     folder = path.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
@@ -87,15 +93,8 @@ def write_disk(path: Path, image: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(image)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).chmod(0o644)
+            os.fchmod(out.fileno(), 0o644)
         Path(tmp).rename(path)
-        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
         raise InitdataError(f"cannot write the initdata disk {path}: {err}") from err

@@ -1,6 +1,7 @@
 """containerd 1.6's CRI with a CNI network into a pod-VM (TCG): RunPodSandbox through
 the installer-written handler brings the pod up READY in its VM on the pod network
-(a peer reaches its address), Stop and Remove leave no QEMU, tap, veth or state.
+(a peer reaches its address; kubectl port-forward's way in set up during the boot),
+Stop and Remove leave no QEMU, tap, veth or state.
 
 containerd runs in the node netns of a devkit.crinode node and its CNI plugin keeps the
 host end of the pod's veth there, so the machine's own network is never touched."""
@@ -50,6 +51,12 @@ def test_pod_sandbox_runs_in_a_pod_vm_on_its_cni_network(node: CriNode) -> None:
             capture_output=True, text=True, timeout=90, check=False,
         )  # fmt: skip
         assert pinged.stdout.strip() == f"reply from {POD_ADDRESS}", pinged.stdout + pinged.stderr
+        # kubectl port-forward's way in is set up while the guest boots, not after.
+        lines = node.node.daemon_log().splitlines()
+        forward = [i for i, line in enumerate(lines) if "port-forward: localhost in" in line]
+        created = [i for i, line in enumerate(lines) if "guest agent CreateSandbox took" in line]
+        assert len(forward) == 1 and len(created) == 1, lines
+        assert forward[0] < created[0], lines
     finally:
         cri.stop_pod(pod_id)
         cri.remove_pod(pod_id)
