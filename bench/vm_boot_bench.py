@@ -1,8 +1,17 @@
-"""Pod-VM boot: launch to guest agent ready, next to the floor measured in the same run.
+"""Pod-VM boot: launch to the first policy-checked reply, next to the floor measured
+in the same run.
 
 The floor boots the same kernel with the same QEMU flags and an initramfs whose /init
-powers off at once: what any guest costs before our code runs. Target: our boot at
-most 2x the floor under TCG; root image under 200 MiB.
+powers off at once: what any guest costs before our code runs. Target (issue 16):
+launch to the first policy-checked reply (GetGuestDetails) at most 1.25x the floor;
+root image under 200 MiB.
+
+The guest's own clock (CLOCK_BOOTTIME, on the agent's ready line) splits our part:
+when the agent's interpreter was started (kernel, initrd, verity root, init before
+it), when the agent listened (the interpreter's start and the agent's imports), and
+``built in`` (initdata processor, the service's imports, the policy's compile) after
+that. When the target is missed, the bench says whether the guest's Python part alone
+is larger than the target's headroom over the floor.
 
     .venv/bin/python bench/vm_boot_bench.py [--runs N]
 """
@@ -13,6 +22,7 @@ import argparse
 import asyncio
 import dataclasses
 import io
+import re
 import shutil
 import statistics
 import tempfile
@@ -21,7 +31,8 @@ from pathlib import Path
 
 from agent.transport.client import AgentClient
 from agent.transport.connect import connect
-from agent.vm.config import Disk, VirtioSerialTransport, VMConfig
+from agent.vm import accel
+from agent.vm.config import Accel, Disk, VirtioSerialTransport, VMConfig
 from agent.vm.manager import VM
 from guest.image import cpio
 from guest.image.build import ensure_image
@@ -31,6 +42,25 @@ from guest.initdata.disk import encode
 from guest.initdata.document import POLICY_NAME, create
 
 FLOOR_INIT = b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n"
+TARGET = 1.25
+READY = re.compile(r"ready on \S+ \(boot clock ([0-9.]+) s, interpreter started at ([0-9.]+) s\)")
+BUILT = re.compile(r"serving AgentService \(built in ([0-9.]+) ms\)")
+
+
+@dataclasses.dataclass(frozen=True)
+class GuestClock:
+    """One boot's figures on the guest's own clock, in seconds since its kernel started."""
+
+    interpreter: float  # the agent's interpreter started
+    listening: float  # the agent printed its ready line
+    built: float  # the AgentService (initdata, policy) was built, after listening
+
+
+def guest_clock(console: str) -> GuestClock:
+    ready, built = READY.search(console), BUILT.search(console)
+    if ready is None or built is None:
+        raise SystemExit(f"no ready or 'built in' line on the guest console:\n{console[-2000:]}")
+    return GuestClock(float(ready[2]), float(ready[1]), float(built[1]) / 1000)
 
 
 def floor_initrd(path: Path) -> None:
@@ -69,11 +99,14 @@ def config(image: GuestImage, directory: Path, name: str) -> VMConfig:
         transport=VirtioSerialTransport(directory / f"{name}.agent"),
         vcpus=2,
         memory_mib=512,
+        accel=accel.detect(),  # as the daemon chooses
     )
 
 
 async def boot_to_agent(cfg: VMConfig) -> tuple[float, float]:
-    """Seconds to Health/Check SERVING, and to the first policy-checked reply."""
+    """Seconds to Health/Check SERVING, and to the first policy-checked reply.
+
+    The console log stays in ``cfg.console_log`` (see guest_clock)."""
     started = time.monotonic()
     vm = await VM.launch(cfg)
     agent = AgentClient(await connect(cfg.transport))
@@ -107,6 +140,7 @@ async def main(runs: int) -> None:
     ours: list[float] = []
     first: list[float] = []
     floor: list[float] = []
+    clocks: list[GuestClock] = []
     with tempfile.TemporaryDirectory(prefix="vmbench") as tmp:
         directory = Path(tmp)
         floor_cfg = dataclasses.replace(
@@ -115,19 +149,45 @@ async def main(runs: int) -> None:
         floor_initrd(floor_cfg.initrd)
         for _ in range(runs):  # interleaved, so load on the machine hits both alike
             floor.append(await boot_floor(floor_cfg))
-            ready, served = await boot_to_agent(config(image, directory, "pod"))
+            pod = config(image, directory, "pod")
+            ready, served = await boot_to_agent(pod)
             ours.append(ready)
             first.append(served)
+            clocks.append(guest_clock(pod.console_log.read_text(errors="replace")))
     sizes = image.manifest.sizes
     mib = 2**20
     f, o = statistics.median(floor), statistics.median(ours)
-    print(f"runs: {runs} each, TCG, 2 vCPUs, 512 MiB")
+    print(f"runs: {runs} each, {floor_cfg.accel.value.upper()}, 2 vCPUs, 512 MiB")
     print(f"floor (same kernel+flags, initramfs that powers off): median {f:.2f} s  {floor}")
     print(f"ours  (launch -> agent Health/Check SERVING):          median {o:.2f} s  {ours}")
-    print(f"ratio: {o / f:.2f}x the floor (target <= 2x)")
+    print(f"  = {o / f:.2f}x the floor")
     s = statistics.median(first)
     print(f"first AgentService reply (GetGuestDetails, policy-checked): median {s:.2f} s  {first}")
-    print(f"  = {s / f:.2f}x the floor")
+    print(f"  = {s / f:.2f}x the floor (target <= {TARGET}x: {TARGET * f:.2f} s)")
+    start = statistics.median(c.interpreter for c in clocks)
+    listening = statistics.median(c.listening for c in clocks)
+    built = statistics.median(c.built for c in clocks)
+    print(
+        f"guest clock (median): agent's interpreter started at {start:.2f} s, listening at "
+        f"{listening:.2f} s, AgentService built {built:.2f} s after that"
+    )
+    python = listening - start + built
+    print(f"  the guest's Python part (interpreter start to policy in force): {python:.2f} s")
+    if s > TARGET * f:
+        headroom = (TARGET - 1) * f
+        if python > headroom:
+            why = (
+                ": under TCG (no usable KVM on this machine) every guest instruction is "
+                "emulated: bytecode, imports, dm-verity's hashing of each block read"
+                if floor_cfg.accel is Accel.TCG
+                else ""
+            )
+            print(
+                f"  target not met: the Python part alone is {python / headroom:.1f}x the "
+                f"{headroom:.2f} s headroom the target leaves over the floor{why}"
+            )
+        else:
+            print("  target not met, though the Python part fits the headroom: see the rest")
     print(
         f"root image {sizes['root_image_bytes'] / mib:.1f} MiB (target < 200 MiB; "
         f"tree {sizes['root_tree_bytes'] / mib:.1f} MiB), initrd "

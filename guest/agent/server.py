@@ -120,6 +120,8 @@ class DeferredAgentService:
 
     def __init__(self) -> None:
         self._service: asyncio.Future[AgentService] | None = None
+        # Set once the first AgentService call has been answered (or failed).
+        self.answered = asyncio.Event()
         for method in AGENT_SERVICE.methods:
             setattr(self, method.name, self._forward(method.name))
 
@@ -142,10 +144,16 @@ class DeferredAgentService:
 
     def _forward(self, name: str) -> Handler:
         async def forward(request: Any, ctx: CallContext) -> Any:
-            handler = getattr(await self.service(), name, None)
-            if handler is None:
-                raise ttrpc.Unimplemented(f"method {name}")
-            return await handler(request, ctx)
+            try:
+                handler = getattr(await self.service(), name, None)
+                if handler is None:
+                    raise ttrpc.Unimplemented(f"method {name}")
+                return await handler(request, ctx)
+            finally:
+                # The server writes the answer as soon as this returns, before the loop
+                # runs the callback: once set, the answer is out.
+                if not self.answered.is_set():
+                    asyncio.get_running_loop().call_soon(self.answered.set)
 
         forward.__name__ = name
         return forward

@@ -12,7 +12,7 @@ from guest.image import command
 from guest.image.errors import ImageError
 from guest.image.kernel import OPTIONAL_ROOT_MODULES, ROOT_MODULES, Kernel, module_closure
 from guest.image.sources import SUITE
-from guest.init import ROOT_INIT
+from guest.init import ROOT_FSTAB, ROOT_INIT
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +199,13 @@ def _protobuf_implementation(target: Path) -> str:
 
 
 def install_init(target: Path) -> None:
-    """PID 1 of the real root."""
+    """PID 1 of the real root and the runtime mounts it makes."""
     init = target / "sbin/contrast-init"
     shutil.copyfile(ROOT_INIT, init)
     init.chmod(0o755)
+    fstab = target / "usr/lib/contrast/fstab"
+    fstab.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT_FSTAB, fstab)
 
 
 def install_modules(target: Path, kernel: Kernel) -> list[str]:

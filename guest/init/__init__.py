@@ -16,6 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 INITRD_INIT = HERE / "initrd-init.sh"
 ROOT_INIT = HERE / "contrast-init.sh"
+ROOT_FSTAB = HERE / "contrast-fstab"  # installed as /usr/lib/contrast/fstab
 
 # What the guest prints on the console; the VM manager on the host waits for these.
 READY_LINE = "contrast-guest-agent: ready"

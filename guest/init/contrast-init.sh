@@ -34,15 +34,11 @@ if [ "$1" = prefetch ]; then
         $py/regopy/__pycache__/*.pyc $py/regopy.libs/* $py/regopy/*.so >/dev/null 2>&1
 fi
 
-# busybox is static: under TCG every dynamically linked exec costs noticeable time.
-busybox mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
-busybox mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
-busybox mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /var/tmp
+# busybox is static: under TCG every dynamically linked exec costs noticeable time,
+# and every exec some. The mounts are in /usr/lib/contrast/fstab (guest/init/contrast-fstab).
 busybox mkdir -p /dev/pts /dev/shm
-busybox mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
-busybox mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm
-busybox mount -t cgroup2 cgroup2 /sys/fs/cgroup
-busybox hostname contrast-pod-vm
+busybox mount -a -T /usr/lib/contrast/fstab
+echo contrast-pod-vm >/proc/sys/kernel/hostname
 
 # In the background: the agent waits for its port, the power button and (in
 # UpdateInterface) the pod's NIC to appear. The agent loads no modules itself.
@@ -52,10 +48,12 @@ busybox hostname contrast-pod-vm
 # The guest agent and initdata processor (guest/init/__main__.py). -S: no site
 # module; every guest package is on PYTHONPATH, and site would only add
 # dist-packages, Debian's sitecustomize and its failing apport import (a scan of
-# every path entry). Not -I/-E: those would drop PYTHONPATH. No hash checks of .pyc
-# against their sources: both come from the image build, under dm-verity, and the
-# check would read and hash every imported module's source too.
-python3 -S --check-hash-based-pycs never -m guest.init
+# every path entry). Not -I/-E: those would drop PYTHONPATH. -c, not -m: -m imports
+# runpy and importlib.util first; -P keeps -c's current directory off sys.path. No
+# hash checks of .pyc against their sources: both come from the image build, under
+# dm-verity, and the check would read and hash every imported module's source too.
+python3 -S -P --check-hash-based-pycs never \
+    -c 'import sys; from guest.init.__main__ import main; sys.exit(main())'
 rc=$?
 echo "contrast-init: guest services exited with status $rc; powering off" >/dev/console
 sync

@@ -96,3 +96,30 @@ async def test_start_only_once() -> None:
         deferred.start(failing_build)
     with pytest.raises(OSError):
         await first
+
+
+async def test_answered_is_set_only_once_the_first_call_is_answered(
+    started: tuple[AgentClient, DeferredAgentService, threading.Event],
+) -> None:
+    # The agent sets up the image puller on this event: before the first answer, its
+    # imports would hold up that answer.
+    client, deferred, release = started
+    details = asyncio.ensure_future(client.guest_details())
+    assert await client.check()  # Health is no AgentService call
+    await asyncio.sleep(0.3)
+    assert not deferred.answered.is_set()
+    release.set()
+    await asyncio.wait_for(details, 10)
+    await asyncio.wait_for(deferred.answered.wait(), 10)
+
+
+def test_the_ready_lines_clocks_are_what_the_boot_bench_reads() -> None:
+    from bench.vm_boot_bench import READY
+    from guest.agent.__main__ import boot_clocks
+    from guest.init import READY_LINE
+
+    found = READY.search(f"{READY_LINE} on /dev/vport0p1 {boot_clocks()}\n")
+    assert found is not None
+    now, started = float(found[1]), float(found[2])
+    # This process started before now, on the same clock (the host's uptime here).
+    assert 0 < started <= now <= float(Path("/proc/uptime").read_text().split()[0]) + 0.01
