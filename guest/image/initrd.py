@@ -91,12 +91,17 @@ def entries(root: Path, kernel: Kernel) -> list[cpio.Entry]:
             parent = parent.parent
         members.append(cpio.from_path(name, source))
     modules, _ = module_closure(kernel.modules_dir, INITRD_MODULES)
+    # /init loads them all with one `modprobe -a` in this order (dependencies and soft
+    # dependencies first), one exec instead of one insmod each: modules.dep lists
+    # each without dependencies, so modprobe loads exactly what it is named.
+    base = f"lib/modules/{kernel.version}"
     for rel in modules:
-        parent = PurePosixPath("lib/modules", rel).parent
+        parent = PurePosixPath(base, rel).parent
         while str(parent) not in (".", "lib"):
             dirs.add(str(parent))
             parent = parent.parent
-        members.append(cpio.file(f"lib/modules/{rel}", (kernel.modules_dir / rel).read_bytes()))
+        members.append(cpio.file(f"{base}/{rel}", (kernel.modules_dir / rel).read_bytes()))
+    members.append(cpio.file(f"{base}/modules.dep", "".join(f"{m}:\n" for m in modules).encode()))
     members.append(cpio.file("etc/modules.order", "".join(m + "\n" for m in modules).encode()))
     members += [cpio.directory(d) for d in sorted(dirs)]
     return members

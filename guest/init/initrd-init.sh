@@ -15,9 +15,15 @@ fail() {
     sleep 5
 }
 
-for module in $(cat /etc/modules.order); do
-    insmod "/lib/modules/$module" || fail "cannot load kernel module $module"
-done
+# All in one modprobe (one exec; each costs tens of ms under TCG), in the order of
+# modules.order (dependencies first); the initrd's modules.dep names no dependencies.
+names=""
+while read -r module; do
+    module="${module##*/}"
+    names="$names ${module%.ko}"
+done </etc/modules.order
+# shellcheck disable=SC2086  # one argument per module
+modprobe -a $names || fail "cannot load the kernel modules$names"
 
 roothash="" blocks="" hashoffset="" salt=""
 for arg in $(cat /proc/cmdline); do
