@@ -26,7 +26,9 @@ done </etc/modules.order
 modprobe -a $names || fail "cannot load the kernel modules$names"
 
 roothash="" blocks="" hashoffset="" salt=""
-for arg in $(cat /proc/cmdline); do
+read -r cmdline </proc/cmdline
+# shellcheck disable=SC2086  # split into its parameters
+for arg in $cmdline; do
     case "$arg" in
         contrast.verity.roothash=*) roothash="${arg#*=}" ;;
         contrast.verity.blocks=*) blocks="${arg#*=}" ;;
@@ -44,7 +46,9 @@ tries=0
 while [ -z "$rootdev" ]; do
     for serial in /sys/block/vd*/serial; do
         [ -e "$serial" ] || continue
-        if [ "$(cat "$serial")" = "contrast-root" ]; then
+        name=""
+        read -r name <"$serial"  # the shell's read: no cat exec per device
+        if [ "$name" = "contrast-root" ]; then
             dev="${serial%/serial}"
             rootdev="/dev/${dev##*/}"
         fi
