@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import dataclasses
 import io
+import os
 import re
 import shutil
 import statistics
@@ -137,6 +138,7 @@ async def boot_floor(cfg: VMConfig) -> float:
 
 async def main(runs: int) -> None:
     image = ensure_image()
+    load_before = os.getloadavg()[0]
     ours: list[float] = []
     first: list[float] = []
     floor: list[float] = []
@@ -157,7 +159,10 @@ async def main(runs: int) -> None:
     sizes = image.manifest.sizes
     mib = 2**20
     f, o = statistics.median(floor), statistics.median(ours)
-    print(f"runs: {runs} each, {floor_cfg.accel.value.upper()}, 2 vCPUs, 512 MiB")
+    print(
+        f"runs: {runs} each, {floor_cfg.accel.value.upper()}, 2 vCPUs, 512 MiB; load average "
+        f"{load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+    )
     print(f"floor (same kernel+flags, initramfs that powers off): median {f:.2f} s  {floor}")
     print(f"ours  (launch -> agent Health/Check SERVING):          median {o:.2f} s  {ours}")
     print(f"  = {o / f:.2f}x the floor")
