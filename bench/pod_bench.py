@@ -17,7 +17,9 @@ on top of the VM boot and the image pull, and the daemon's memory per pod.
   16) is compared with the host side: it runs here at native speed as on a real node,
   while under TCG the guest's CPU is emulated (roughly ten times slower than KVM); all
   three are printed, and runc's whole pod through the same containerd next to them
-  (containerd's and CNI's share is in our host side too). The boot is compared with
+  (containerd's and CNI's share is in our host side too: it is printed apart, up to
+  where containerd runs our shim, whose age the daemon logs at Register, and next to it
+  ours and the load average). The boot is compared with
   the 1.25x-the-floor target. The shim entry's own start is measured apart by
   :mod:`bench.pod_shim`, pods started at once by :mod:`bench.pod_scale`;
 - the pod sandbox without CRI: shim start + Task Create + Start of the pause container
