@@ -138,7 +138,8 @@ class VM:
         """
         started = time.monotonic()
         deadline = started + timeout
-        while not console.contains(self.config.console_log, ready_line):
+        watch = console.Watch(self.config.console_log, ready_line)
+        while not watch.found():
             if self.exited.done():
                 raise self._boot_error(f"QEMU {self.exited.result().reason} during boot")
             if time.monotonic() > deadline:

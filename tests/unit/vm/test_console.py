@@ -31,10 +31,41 @@ def test_diagnostic_lines_pick_the_reasons() -> None:
     ]
 
 
-def test_tail_and_contains(tmp_path: Path) -> None:
+def test_tail(tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     assert console.tail(log) == ""
-    assert not console.contains(log, "x")
     log.write_bytes(b"a" * 10000 + b"\r\nlast line\r\n")
     assert console.tail(log, 12) == "\nlast line\n"
-    assert console.contains(log, "last line")
+
+
+def test_watch_reads_on_from_where_it_was(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    watch = console.Watch(log, "agent ready")
+    assert not watch.found()  # no log yet
+    log.write_bytes(b"[    1.0] kernel\r\nagent re")
+    assert not watch.found()
+    with log.open("ab") as f:
+        f.write(b"ady\r\n")  # the needle split across two reads
+    assert watch.found()
+
+
+def test_watch_reads_each_byte_once(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_bytes(b"x" * 5000)
+    watch = console.Watch(log, "agent ready")
+    assert not watch.found()
+    with log.open("r+b") as f:
+        f.write(b"agent ready")  # in bytes read already: a watch reading them again finds it
+    assert not watch.found()
+    with log.open("ab") as f:
+        f.write(b"\nagent ready\n")
+    assert watch.found()
+
+
+def test_watch_starts_again_on_a_log_written_anew(tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    log.write_bytes(b"y" * 200)
+    watch = console.Watch(log, "ready")
+    assert not watch.found()
+    log.write_bytes(b"ready\n")  # shorter than what was read
+    assert watch.found()
