@@ -155,6 +155,37 @@ class Pods:
             record = change(pod.record)
             await _written(functools.partial(self.store.save, record), apply)
 
+    async def update_process(
+        self,
+        pod: Pod,
+        container_id: str,
+        exec_id: str,
+        step: Callable[[ProcessRecord], ProcessRecord | None],
+    ) -> ProcessRecord | None:
+        """Change one process's record from what it is once every earlier change is on
+        disk, not from what the caller saw before it awaited: ``step`` gets the current
+        record and returns the new one, or None to leave it (nothing is written then).
+        Returns the record written, or None. Raises StateError.
+
+        A check made before an ``await`` is stale by the time an earlier write lands:
+        an init that exited while its Start was in flight was recorded STOPPED, then
+        overwritten RUNNING by the Start that had seen CREATED, and containerd's Delete
+        after the TaskExit got "task must be stopped" forever (containerd 2.3.4, e2e).
+        """
+        async with self._lock:
+            container = pod.record.container(container_id)
+            current = container.process(exec_id) if container is not None else None
+            new = step(current) if current is not None else None
+            if container is None or new is None:
+                return None
+            record = pod.record.with_container(container.with_process(new))
+
+            def apply() -> None:
+                pod.record = record
+
+            await _written(functools.partial(self.store.save, record), apply)
+            return new
+
     async def remove(self, pod: Pod) -> None:
         """Forget a sandbox on disk, then here; raises StateError."""
         key = (pod.record.namespace, pod.record.id)

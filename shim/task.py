@@ -183,24 +183,24 @@ class TaskService(TaskProcesses):
             self._watch(pod, request.id, request.exec_id)
         else:
             await sandbox.start_container(request.id)
-        running = replace(process, status=Status.RUNNING, pid=self._pid(pod))
-        # The process may have exited already (watcher): never turn STOPPED back.
-        current = pod.record.container(request.id)
-        if (
-            current is not None
-            and (now := current.process(request.exec_id))
-            and now.status is Status.CREATED
-        ):
-            await self._set_process(pod, request.id, running)
+        pid = self._pid(pod)
+
+        def started(now: ProcessRecord) -> ProcessRecord | None:
+            # The process may have exited already (its watcher): never turn STOPPED back.
+            if now.status is not Status.CREATED:
+                return None
+            return replace(now, status=Status.RUNNING, pid=pid)
+
+        await self.pods.update_process(pod, request.id, request.exec_id, started)
         if request.exec_id:
             event: Any = events.TaskExecStarted(
-                container_id=request.id, exec_id=request.exec_id, pid=running.pid
+                container_id=request.id, exec_id=request.exec_id, pid=pid
             )
         else:
-            event = events.TaskStart(container_id=request.id, pid=running.pid)
+            event = events.TaskStart(container_id=request.id, pid=pid)
             log.info("task %s/%s started", namespace, request.id)
         self._publish(pod, event)
-        return shim_pb2.StartResponse(pid=running.pid)
+        return shim_pb2.StartResponse(pid=pid)
 
     @translated
     async def Exec(self, request: shim_pb2.ExecProcessRequest, ctx: CallContext) -> empty_pb2.Empty:

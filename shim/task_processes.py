@@ -138,14 +138,16 @@ class TaskProcesses:
         await self._exited(pod, container_id, exec_id, status)
 
     async def _exited(self, pod: Pod, container_id: str, exec_id: str, status: int) -> None:
-        container = pod.record.container(container_id)
-        process = container.process(exec_id) if container else None
-        if process is None or process.status is Status.STOPPED:
+        def stopped(now: ProcessRecord) -> ProcessRecord | None:
+            if now.status is Status.STOPPED:
+                return None
+            return replace(
+                now, status=Status.STOPPED, exit_status=status, exited_at_ns=time.time_ns()
+            )
+
+        done = await self.pods.update_process(pod, container_id, exec_id, stopped)
+        if done is None:
             return
-        done = replace(
-            process, status=Status.STOPPED, exit_status=status, exited_at_ns=time.time_ns()
-        )
-        await self._set_process(pod, container_id, done)
         self._publish(
             pod,
             events.TaskExit(
@@ -164,12 +166,15 @@ class TaskProcesses:
     async def _never_started(self, pod: Pod, container_id: str, exec_id: str) -> None:
         """Record an exec whose start failed as stopped (255, no TaskExit: it never
         ran) and answer its waiters."""
-        container = pod.record.container(container_id)
-        process = container.process(exec_id) if container else None
-        if process is None or process.status is Status.STOPPED:
+
+        def stopped(now: ProcessRecord) -> ProcessRecord | None:
+            if now.status is Status.STOPPED:
+                return None
+            return replace(now, status=Status.STOPPED, exit_status=255, exited_at_ns=time.time_ns())
+
+        done = await self.pods.update_process(pod, container_id, exec_id, stopped)
+        if done is None:
             return
-        done = replace(process, status=Status.STOPPED, exit_status=255, exited_at_ns=time.time_ns())
-        await self._set_process(pod, container_id, done)
         live = pod.live_of(container_id, exec_id)
         if not live.exited.done():
             live.exited.set_result(done)

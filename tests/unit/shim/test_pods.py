@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from agent.sandbox.errors import StateError
-from agent.sandbox.state import SandboxRecord, StateStore
+from agent.sandbox.state import ProcessRecord, SandboxRecord, StateStore, Status
 from shim.pods import Pod, Pods
 from tests.unit.shim.test_state import record
 
@@ -143,3 +144,57 @@ async def test_remove_forgets_on_disk_then_in_memory(tmp_path: Path) -> None:
     await pods.remove(pod)
     assert store.load(pod.record.namespace, pod.record.id) is None
     assert pods.all() == []
+
+
+def created_app(tag: str) -> SandboxRecord:
+    """``tagged(tag)`` with the app container's init just created (not started)."""
+    old = tagged(tag)
+    app = old.container("app")
+    assert app is not None
+    return old.with_container(app.with_process(replace(app.init, status=Status.CREATED)))
+
+
+def started(now: ProcessRecord) -> ProcessRecord | None:
+    """As the shim's Start: CREATED becomes RUNNING, anything else stays."""
+    return replace(now, status=Status.RUNNING) if now.status is Status.CREATED else None
+
+
+def stopped(now: ProcessRecord) -> ProcessRecord | None:
+    """As the shim's exit watcher: the process becomes STOPPED once."""
+    return None if now.status is Status.STOPPED else replace(now, status=Status.STOPPED)
+
+
+async def test_a_process_change_starts_from_the_change_written_before_it(tmp_path: Path) -> None:
+    # An init exits while its Start is still in flight: the exit's write is on its way
+    # to the disk when Start records RUNNING. Start's step must see STOPPED, not the
+    # CREATED it saw before it awaited (the containerd 2.3.4 e2e hang: RUNNING written
+    # over STOPPED, then every Delete refused with "task must be stopped").
+    store = GatedStore(tmp_path)
+    pods = Pods(store)
+    pod = Pod(created_app("v0"), None, None)
+    pods.adopt(pod)
+    exiting = asyncio.create_task(pods.update_process(pod, "app", "", stopped))
+    await entered(store)
+    starting = asyncio.create_task(pods.update_process(pod, "app", "", started))
+    await asyncio.sleep(0)
+    app = pod.record.container("app")
+    assert app is not None and app.init.status is Status.CREATED  # the exit not visible yet
+    store.gate.release()
+    done = await asyncio.wait_for(exiting, WAIT)
+    assert done is not None and done.status is Status.STOPPED
+    assert await asyncio.wait_for(starting, WAIT) is None  # nothing to do: it exited
+    for seen in (pod.record, store.load(pod.record.namespace, pod.record.id)):
+        assert seen is not None
+        app = seen.container("app")
+        assert app is not None and app.init.status is Status.STOPPED
+    assert store.events == ["start v0", "end v0"]  # Start wrote nothing
+
+
+async def test_a_process_change_of_an_unknown_container_writes_nothing(tmp_path: Path) -> None:
+    store = GatedStore(tmp_path)
+    pods = Pods(store)
+    pod = Pod(created_app("v0"), None, None)
+    pods.adopt(pod)
+    assert await pods.update_process(pod, "gone", "", stopped) is None
+    assert await pods.update_process(pod, "app", "no-such-exec", stopped) is None
+    assert store.events == []
