@@ -137,7 +137,12 @@ class TaskProcesses:
             await exited(container_id)
         await self._exited(pod, container_id, exec_id, status)
 
-    async def _exited(self, pod: Pod, container_id: str, exec_id: str, status: int) -> None:
+    async def _record_stop(
+        self, pod: Pod, container_id: str, exec_id: str, status: int
+    ) -> ProcessRecord | None:
+        """Record the process STOPPED with ``status`` unless it is already (judged on
+        its record as it is once earlier writes landed); the record written, or None."""
+
         def stopped(now: ProcessRecord) -> ProcessRecord | None:
             if now.status is Status.STOPPED:
                 return None
@@ -145,7 +150,10 @@ class TaskProcesses:
                 now, status=Status.STOPPED, exit_status=status, exited_at_ns=time.time_ns()
             )
 
-        done = await self.pods.update_process(pod, container_id, exec_id, stopped)
+        return await self.pods.update_process(pod, container_id, exec_id, stopped)
+
+    async def _exited(self, pod: Pod, container_id: str, exec_id: str, status: int) -> None:
+        done = await self._record_stop(pod, container_id, exec_id, status)
         if done is None:
             return
         self._publish(
@@ -166,13 +174,7 @@ class TaskProcesses:
     async def _never_started(self, pod: Pod, container_id: str, exec_id: str) -> None:
         """Record an exec whose start failed as stopped (255, no TaskExit: it never
         ran) and answer its waiters."""
-
-        def stopped(now: ProcessRecord) -> ProcessRecord | None:
-            if now.status is Status.STOPPED:
-                return None
-            return replace(now, status=Status.STOPPED, exit_status=255, exited_at_ns=time.time_ns())
-
-        done = await self.pods.update_process(pod, container_id, exec_id, stopped)
+        done = await self._record_stop(pod, container_id, exec_id, 255)
         if done is None:
             return
         live = pod.live_of(container_id, exec_id)
