@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.sandbox.backend import PodSandbox, Stream
 from agent.sandbox.config import RuntimeConfig
-from agent.sandbox.errors import UnknownTaskError
+from agent.sandbox.errors import TaskStateError, UnknownTaskError
 from agent.sandbox.state import ContainerRecord, ProcessRecord, SandboxRecord, StateStore
 from agent.stdio import StdioBridge
 
@@ -185,6 +185,26 @@ class Pods:
 
             await _written(functools.partial(self.store.save, record), apply)
             return new
+
+    async def add_process(self, pod: Pod, container_id: str, process: ProcessRecord) -> None:
+        """Persist a new exec ``process`` of a container, checked against the record as it
+        is once every earlier change is on disk: raises TaskStateError when that exec id
+        exists already (two Execs of one id at once: one wins, the other is refused),
+        UnknownTaskError when the container is gone, StateError."""
+        async with self._lock:
+            container = pod.record.container(container_id)
+            if container is None:
+                raise UnknownTaskError(f"task {container_id} not found")
+            if container.process(process.exec_id) is not None:
+                raise TaskStateError(
+                    f"exec {process.exec_id} of task {container_id} exists already"
+                )
+            record = pod.record.with_container(container.with_process(process))
+
+            def apply() -> None:
+                pod.record = record
+
+            await _written(functools.partial(self.store.save, record), apply)
 
     async def remove(self, pod: Pod) -> None:
         """Forget a sandbox on disk, then here; raises StateError."""

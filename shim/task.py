@@ -206,9 +206,7 @@ class TaskService(TaskProcesses):
     async def Exec(self, request: shim_pb2.ExecProcessRequest, ctx: CallContext) -> empty_pb2.Empty:
         namespace = request_namespace(ctx)
         check_id(request.exec_id, "exec id")
-        pod, container = self.pods.find(namespace, request.id)
-        if container.process(request.exec_id) is not None:
-            raise TaskStateError(f"exec {request.exec_id} of task {request.id} exists already")
+        pod, _ = self.pods.find(namespace, request.id)
         try:
             spec = json.loads(request.spec.value)
         except ValueError as err:
@@ -220,7 +218,7 @@ class TaskService(TaskProcesses):
             stdio=Stdio(request.stdin, request.stdout, request.stderr, request.terminal),
             pid=self._pid(pod),
         )
-        await self._set_process(pod, request.id, process)
+        await self.pods.add_process(pod, request.id, process)
         pod.live_of(request.id, request.exec_id).spec = spec
         self._publish(pod, events.TaskExecAdded(container_id=request.id, exec_id=request.exec_id))
         return empty_pb2.Empty()

@@ -70,15 +70,6 @@ class TaskProcesses:
             )
         return pod.sandbox
 
-    async def _set_process(self, pod: Pod, container_id: str, process: ProcessRecord) -> None:
-        def change(record: SandboxRecord) -> SandboxRecord:
-            container = record.container(container_id)
-            if container is None:
-                return record
-            return record.with_container(container.with_process(process))
-
-        await self.pods.update(pod, change)
-
     def _open_stdio(self, pod: Pod, container_id: str, process: ProcessRecord, live: Live) -> None:
         stdio = process.stdio
         if not (stdio.stdin or stdio.stdout or stdio.stderr):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sandbox.errors import StateError
-from agent.sandbox.state import ProcessRecord, SandboxRecord, StateStore, Status
+from agent.sandbox.errors import StateError, TaskStateError, UnknownTaskError
+from agent.sandbox.state import ProcessRecord, SandboxRecord, StateStore, Status, Stdio
 from shim.pods import Pod, Pods
 from tests.unit.shim.test_state import record
 
@@ -197,4 +197,37 @@ async def test_a_process_change_of_an_unknown_container_writes_nothing(tmp_path:
     pods.adopt(pod)
     assert await pods.update_process(pod, "gone", "", stopped) is None
     assert await pods.update_process(pod, "app", "no-such-exec", stopped) is None
+    assert store.events == []
+
+
+async def test_two_execs_of_one_id_at_once_one_is_refused(tmp_path: Path) -> None:
+    # The second Exec arrives while the first one's record is being written: it must be
+    # checked against that record, not against the one both saw before awaiting.
+    store = GatedStore(tmp_path)
+    pods = Pods(store)
+    pod = Pod(created_app("v0"), None, None)
+    pods.adopt(pod)
+    shell = ProcessRecord(exec_id="shell", stdio=Stdio(stdout="/run/o"), pid=5)
+    first = asyncio.create_task(pods.add_process(pod, "app", shell))
+    await entered(store)
+    second = asyncio.create_task(pods.add_process(pod, "app", replace(shell, pid=7)))
+    await asyncio.sleep(0)
+    store.gate.release()
+    await asyncio.wait_for(first, WAIT)
+    with pytest.raises(TaskStateError, match="exec shell of task app exists already"):
+        await asyncio.wait_for(second, WAIT)
+    assert store.events == ["start v0", "end v0"]  # one write: the first exec's
+    app = pod.record.container("app")
+    assert app is not None
+    added = app.process("shell")
+    assert added is not None and added.pid == shell.pid
+
+
+async def test_an_exec_of_an_unknown_container_is_refused(tmp_path: Path) -> None:
+    store = GatedStore(tmp_path)
+    pods = Pods(store)
+    pod = Pod(created_app("v0"), None, None)
+    pods.adopt(pod)
+    with pytest.raises(UnknownTaskError, match="task gone not found"):
+        await pods.add_process(pod, "gone", ProcessRecord(exec_id="shell", stdio=Stdio()))
     assert store.events == []
