@@ -243,15 +243,13 @@ class PodVmBackend:
             await sandbox.create_sandbox(spec.hostname, spec.id, spec.dns)
             if forward is not None:
                 await forward  # logs its failure: the pod runs without port-forward then
-        except (VMError, AgentTransportError, SandboxError) as err:
+        except BaseException as err:  # cancellation too: no VM or listener outlives it
             await self._drop_forward(forward, vm.process.pid)
             await vm.stop(spec.config.timeouts.stop_seconds)
-            if isinstance(err, SandboxError):
-                raise
-            raise BackendError(f"sandbox {spec.id}: {err}") from err
-        except BaseException:
-            await self._drop_forward(forward, vm.process.pid)
-            await vm.stop(spec.config.timeouts.stop_seconds)
+            if isinstance(err, (VMError, AgentTransportError)) and not isinstance(
+                err, SandboxError
+            ):
+                raise BackendError(f"sandbox {spec.id}: {err}") from err
             raise
         self._vms[vm.process.pid] = vm
         log.info("sandbox %s/%s: pod-VM pid %d ready", spec.namespace, spec.id, vm.process.pid)

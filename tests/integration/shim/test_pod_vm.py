@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from google.protobuf import any_pb2
 
+from agent.sandbox import config as runtime_config
 from agent.sandbox.allowlist import vm_settings
 from agent.sandbox.backend import SandboxSpec
 from agent.sandbox.config import INITDATA_ANNOTATION
+from agent.sandbox.errors import BackendError
 from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.vm_backend import PodVmBackend
 from api.containerd.cgroups.v2 import metrics_pb2
@@ -70,6 +72,23 @@ async def test_sandbox_vm_with_bound_initdata(guest_image: GuestImage, sockets: 
         await backend.destroy(sandbox)
     assert qemus_under(sockets) == []
     assert not (sockets / "run" / "qmp.sock").exists()
+
+
+async def test_a_guest_not_ready_in_time_fails_the_sandbox_and_leaves_no_vm(
+    guest_image: GuestImage, sockets: Path
+) -> None:
+    """The boot's budget runs out (1 s: no guest is ready by then, even under KVM): the
+    backend stops the VM it launched and names the sandbox and why."""
+    path = sockets / "runtime.toml"
+    write_config(guest_image, path)
+    path.write_text(path.read_text().replace("boot_seconds = 300", "boot_seconds = 1"))
+    config = runtime_config.load(path)
+    spec = SandboxSpec(
+        "k8s.io", "pod1", config, vm_settings({}, config), sockets / "run", None, "pod1"
+    )
+    with pytest.raises(BackendError, match=r"sandbox pod1: .*guest not ready after 1 s"):
+        await PodVmBackend().create(spec)
+    assert qemus_under(sockets) == []
 
 
 async def test_task_create_without_initdata_is_denied_by_the_guest(
