@@ -4,6 +4,7 @@ policy) is still being built, and no AgentService request is served before it is
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -123,3 +124,24 @@ def test_the_ready_lines_clocks_are_what_the_boot_bench_reads() -> None:
     now, started = float(found[1]), float(found[2])
     # This process started before now, on the same clock (the host's uptime here).
     assert 0 < started <= now <= float(Path("/proc/uptime").read_text().split()[0]) + 0.01
+
+
+def test_the_collector_turned_off_by_the_guest_entry_is_turned_on_once_built() -> None:
+    from guest.agent.__main__ import collect_from_now
+
+    assert gc.isenabled()
+    gc.disable()  # as contrast-init starts the agent
+    try:
+        kept: list[list[int]] = [[]]  # built during start-up: frozen out of later collections
+        frozen = gc.get_freeze_count()
+        collect_from_now()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > frozen
+        after = gc.get_freeze_count()
+        more: list[list[int]] = [[] for _ in range(10)]  # what a 2nd freeze would take
+        collect_from_now()  # on already: nothing more is frozen
+        assert gc.get_freeze_count() == after
+    finally:
+        gc.unfreeze()
+        gc.enable()
+    del kept, more
