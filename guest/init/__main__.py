@@ -24,7 +24,28 @@ def process_initdata() -> None:
         print(f"contrast-init: initdata processor exited with {status}", flush=True)
 
 
+def import_asyncio_without_tls() -> None:
+    """Import asyncio with its TLS support off, then let ``ssl`` be imported as usual.
+
+    asyncio imports ``ssl`` for its TLS transports, which nothing in the guest uses
+    (the agent serves ttrpc in the clear over virtio-serial or vsock; the image
+    puller's HTTPS is urllib's, on threads, and imports ``ssl`` itself when it sets
+    up). ``ssl`` builds its enums from ``_ssl`` and loads libssl: 0.23 s of the
+    agent's start under TCG. While asyncio is first imported, ``ssl`` is marked
+    missing (asyncio then leaves TLS off, as on a Python built without it); the
+    mark is removed afterwards. Does nothing when asyncio or ssl is loaded already.
+    """
+    if "asyncio" in sys.modules or "ssl" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]  # "import ssl" raises ImportError
+    try:
+        import asyncio  # noqa: F401
+    finally:
+        del sys.modules["ssl"]
+
+
 def main() -> int:
+    import_asyncio_without_tls()
     from guest.agent.__main__ import main as agent_main
 
     if importlib.util.find_spec("guest.initdata.cli") is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -145,3 +147,30 @@ def test_the_collector_turned_off_by_the_guest_entry_is_turned_on_once_built() -
         gc.unfreeze()
         gc.enable()
     del kept, more
+
+
+@pytest.mark.allow_programs("python3")
+def test_the_guest_entry_imports_asyncio_without_tls_and_ssl_stays_importable() -> None:
+    # A fresh interpreter, as contrast-init starts it (-S, no site): asyncio's TLS is
+    # off, and the image puller's later "import ssl" (urllib's HTTPS) still works.
+    probe = (
+        "import sys\n"
+        "from guest.init.__main__ import import_asyncio_without_tls\n"
+        "import_asyncio_without_tls()\n"
+        "import asyncio.base_events, asyncio.selector_events, asyncio.sslproto\n"
+        "assert 'ssl' not in sys.modules, 'ssl was loaded'\n"
+        "tls = [m.ssl for m in (asyncio.base_events, asyncio.selector_events, asyncio.sslproto)]\n"
+        "assert tls == [None, None, None], tls\n"
+        "import ssl, urllib.request\n"
+        "assert ssl.create_default_context().check_hostname\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-S", "-P", "-c", probe],
+        env={"PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
