@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_the_collector_turned_off_by_the_guest_entry_is_turned_on_once_built() -
     del kept, more
 
 
-@pytest.mark.allow_programs("python3")
+@pytest.mark.allow_programs(os.path.basename(sys.executable))
 def test_the_guest_entry_imports_asyncio_without_tls_and_ssl_stays_importable() -> None:
     # A fresh interpreter, as contrast-init starts it (-S, no site): asyncio's TLS is
     # off, and the image puller's later "import ssl" (urllib's HTTPS) still works.
