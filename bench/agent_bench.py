@@ -126,9 +126,14 @@ def baseline_bundle(directory: Path) -> Path:
         (rootfs / sub).mkdir()
     shutil.copy2(shutil.which("busybox") or "/bin/busybox", rootfs / "bin" / "busybox")
     (rootfs / "bin" / "echo").symlink_to("busybox")
-    from guest.agent.spec import GuestContext, adapt
+    from guest.agent.spec import SANDBOX_FILES, GuestContext, adapt
 
-    config = adapt(rq.spec(["echo", "x"]), GuestContext("baseline", sandbox_files=None)).config
+    # The pod's /etc files, as the guest agent's sandbox keeps them for its containers.
+    files = directory / "sandbox-files"
+    files.mkdir()
+    for name in SANDBOX_FILES:
+        (files / name).write_text("")
+    config = adapt(rq.spec(["echo", "x"]), GuestContext("baseline", sandbox_files=files)).config
     (bundle / "config.json").write_text(json.dumps(config))
     return bundle
 

@@ -13,7 +13,11 @@ it), when the agent listened (the interpreter's start and the agent's imports), 
 that. When the target is missed, the bench says whether the guest's Python part alone
 is larger than the target's headroom over the floor.
 
-    .venv/bin/python bench/vm_boot_bench.py [--runs N]
+    .venv/bin/python bench/vm_boot_bench.py [--runs N] [--baseline-image DIR]
+
+``--baseline-image`` boots an earlier image (a copy of its ``build/guest/<key>``
+directory) alternately with ours in the same run and prints its medians next to ours:
+how a change to the guest is measured on a shared, noisy machine.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from agent.vm.config import Accel, Disk, VirtioSerialTransport, VMConfig
 from agent.vm.manager import VM
 from guest.image import cpio
 from guest.image.build import ensure_image
-from guest.image.manifest import GuestImage
+from guest.image.manifest import GuestImage, load
 from guest.initdata.binding import insecure_cmdline
 from guest.initdata.disk import encode
 from guest.initdata.document import POLICY_NAME, create
@@ -128,6 +132,7 @@ async def boot_to_agent(cfg: VMConfig) -> tuple[float, float]:
 async def boot_floor(cfg: VMConfig) -> float:
     started = time.monotonic()
     vm = await VM.launch(cfg)
+    vm.process.expect_exit()  # the floor's init powers off: its exit is the figure, no crash
     info = await asyncio.wait_for(asyncio.shield(vm.exited), 300)
     elapsed = time.monotonic() - started
     await vm.stop()
@@ -136,42 +141,64 @@ async def boot_floor(cfg: VMConfig) -> float:
     return elapsed
 
 
-async def main(runs: int) -> None:
-    image = ensure_image()
+@dataclasses.dataclass
+class Boots:
+    """One image's boots in a run."""
+
+    image: GuestImage
+    ready: list[float] = dataclasses.field(default_factory=list)  # to Health SERVING
+    first: list[float] = dataclasses.field(default_factory=list)  # first checked reply
+    clocks: list[GuestClock] = dataclasses.field(default_factory=list)
+
+    async def boot(self, directory: Path, name: str) -> None:
+        cfg = config(self.image, directory, name)
+        ready, served = await boot_to_agent(cfg)
+        self.ready.append(ready)
+        self.first.append(served)
+        self.clocks.append(guest_clock(cfg.console_log.read_text(errors="replace")))
+
+    def guest_medians(self) -> tuple[float, float, float]:
+        """Interpreter start, listening (both since the kernel started), built after."""
+        return (
+            statistics.median(c.interpreter for c in self.clocks),
+            statistics.median(c.listening for c in self.clocks),
+            statistics.median(c.built for c in self.clocks),
+        )
+
+
+async def main(runs: int, baseline: Path | None = None) -> None:
+    ours = Boots(ensure_image())
+    base = Boots(load(baseline)) if baseline is not None else None
     load_before = os.getloadavg()[0]
-    ours: list[float] = []
-    first: list[float] = []
     floor: list[float] = []
-    clocks: list[GuestClock] = []
     with tempfile.TemporaryDirectory(prefix="vmbench") as tmp:
         directory = Path(tmp)
         floor_cfg = dataclasses.replace(
-            config(image, directory, "floor"), initrd=directory / "floor.img"
+            config(ours.image, directory, "floor"), initrd=directory / "floor.img"
         )
         floor_initrd(floor_cfg.initrd)
-        for _ in range(runs):  # interleaved, so load on the machine hits both alike
+        for _ in range(runs):  # interleaved, so load on the machine hits all alike
             floor.append(await boot_floor(floor_cfg))
-            pod = config(image, directory, "pod")
-            ready, served = await boot_to_agent(pod)
-            ours.append(ready)
-            first.append(served)
-            clocks.append(guest_clock(pod.console_log.read_text(errors="replace")))
-    sizes = image.manifest.sizes
+            if base is not None:
+                await base.boot(directory, "baseline")
+            await ours.boot(directory, "pod")
+    sizes = ours.image.manifest.sizes
     mib = 2**20
-    f, o = statistics.median(floor), statistics.median(ours)
+    f, o = statistics.median(floor), statistics.median(ours.ready)
     print(
         f"runs: {runs} each, {floor_cfg.accel.value.upper()}, 2 vCPUs, 512 MiB; load average "
         f"{load_before:.2f} -> {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
     )
     print(f"floor (same kernel+flags, initramfs that powers off): median {f:.2f} s  {floor}")
-    print(f"ours  (launch -> agent Health/Check SERVING):          median {o:.2f} s  {ours}")
+    print(f"ours  (launch -> agent Health/Check SERVING):          median {o:.2f} s  {ours.ready}")
     print(f"  = {o / f:.2f}x the floor")
-    s = statistics.median(first)
-    print(f"first AgentService reply (GetGuestDetails, policy-checked): median {s:.2f} s  {first}")
+    s = statistics.median(ours.first)
+    print(
+        f"first AgentService reply (GetGuestDetails, policy-checked): median {s:.2f} s  "
+        f"{ours.first}"
+    )
     print(f"  = {s / f:.2f}x the floor (target <= {TARGET}x: {TARGET * f:.2f} s)")
-    start = statistics.median(c.interpreter for c in clocks)
-    listening = statistics.median(c.listening for c in clocks)
-    built = statistics.median(c.built for c in clocks)
+    start, listening, built = ours.guest_medians()
     print(
         f"guest clock (median): agent's interpreter started at {start:.2f} s, listening at "
         f"{listening:.2f} s, AgentService built {built:.2f} s after that"
@@ -198,9 +225,43 @@ async def main(runs: int) -> None:
         f"tree {sizes['root_tree_bytes'] / mib:.1f} MiB), initrd "
         f"{sizes['initrd_bytes'] / mib:.1f} MiB, kernel {sizes['kernel_bytes'] / mib:.1f} MiB"
     )
+    if base is not None:
+        compare(base, ours, baseline)
+
+
+def compare(base: Boots, ours: Boots, where: Path | None) -> None:
+    """The baseline image's medians next to ours, booted alternately in the same run."""
+    print(f"baseline image {where} (booted alternately with ours, medians: baseline -> ours):")
+    rows = [
+        ("launch -> Health SERVING", statistics.median(base.ready), statistics.median(ours.ready)),
+        (
+            "launch -> first checked reply",
+            statistics.median(base.first),
+            statistics.median(ours.first),
+        ),
+    ]
+    names = ("guest clock: interpreter started", "  then listening after", "  then built after")
+    b_start, b_listen, b_built = base.guest_medians()
+    o_start, o_listen, o_built = ours.guest_medians()
+    rows += zip(
+        names,
+        (b_start, b_listen - b_start, b_built),
+        (o_start, o_listen - o_start, o_built),
+        strict=True,
+    )
+    for name, before, after in rows:
+        print(f"  {name:34} {before:6.2f} -> {after:6.2f} s  ({after - before:+.2f} s)")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2)
-    asyncio.run(main(parser.parse_args().runs))
+    parser.add_argument(
+        "--baseline-image",
+        type=Path,
+        help="an earlier guest image's directory (as guest.image build writes it, e.g. a "
+        "copy of build/guest/<key>): booted alternately with ours, its medians printed next "
+        "to ours",
+    )
+    args = parser.parse_args()
+    asyncio.run(main(args.runs, args.baseline_image))
