@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from guest.image import command, cpio
 from guest.image.errors import ImageError
-from guest.image.kernel import INITRD_MODULES, Kernel, module_closure
+from guest.image.kernel import INITRD_MODULES, INITRD_OPTIONAL_MODULES, Kernel, module_closure
 from guest.init import INITRD_INIT
 
 _BINARIES = ("/usr/sbin/dmsetup",)
@@ -90,20 +90,35 @@ def entries(root: Path, kernel: Kernel) -> list[cpio.Entry]:
             dirs.add(str(parent))
             parent = parent.parent
         members.append(cpio.from_path(name, source))
+    members += module_entries(kernel, dirs)
+    members += [cpio.directory(d) for d in sorted(dirs)]
+    return members
+
+
+def module_entries(kernel: Kernel, dirs: set[str]) -> list[cpio.Entry]:
+    """The initrd's kernel modules, their modules.dep and the lists /init loads; the
+    directories they need are added to ``dirs``. Raises ImageError for a required
+    module the kernel lacks."""
+    members: list[cpio.Entry] = []
     modules, _ = module_closure(kernel.modules_dir, INITRD_MODULES)
+    # The optional ones (and what they need beyond the required), absent ones skipped.
+    extra, _ = module_closure(kernel.modules_dir, (), INITRD_OPTIONAL_MODULES)
+    optional = [rel for rel in extra if rel not in modules]
     # /init loads them all with one `modprobe -a` in this order (dependencies and soft
     # dependencies first), one exec instead of one insmod each: modules.dep lists
-    # each without dependencies, so modprobe loads exactly what it is named.
+    # each without dependencies, so modprobe loads exactly what it is named. The
+    # optional ones follow with a second one whose failure is no error.
     base = f"lib/modules/{kernel.version}"
-    for rel in modules:
+    for rel in (*modules, *optional):
         parent = PurePosixPath(base, rel).parent
         while str(parent) not in (".", "lib"):
             dirs.add(str(parent))
             parent = parent.parent
         members.append(cpio.file(f"{base}/{rel}", (kernel.modules_dir / rel).read_bytes()))
-    members.append(cpio.file(f"{base}/modules.dep", "".join(f"{m}:\n" for m in modules).encode()))
+    listed = (*modules, *optional)
+    members.append(cpio.file(f"{base}/modules.dep", "".join(f"{m}:\n" for m in listed).encode()))
     members.append(cpio.file("etc/modules.order", "".join(m + "\n" for m in modules).encode()))
-    members += [cpio.directory(d) for d in sorted(dirs)]
+    members.append(cpio.file("etc/modules.optional", "".join(m + "\n" for m in optional).encode()))
     return members
 
 

@@ -6,7 +6,13 @@ import hashlib
 from pathlib import Path
 
 from guest.image import rootfs
-from guest.image.kernel import INITRD_MODULES, OPTIONAL_ROOT_MODULES, ROOT_MODULES, Kernel
+from guest.image.kernel import (
+    INITRD_MODULES,
+    INITRD_OPTIONAL_MODULES,
+    OPTIONAL_ROOT_MODULES,
+    ROOT_MODULES,
+    Kernel,
+)
 
 # Bump to force a rebuild when the recipe's behaviour changes in a way its files do not show.
 RECIPE_VERSION = "1"
@@ -43,6 +49,11 @@ def cache_key(repo: Path, kernel: Kernel, sources: list[str]) -> str:
         for path in files:
             add(f"dist-file:{name}:{path.name}", hashlib.sha256(path.read_bytes()).digest())
     add("kernel", f"{kernel.version}:{kernel.digest()}".encode())
-    add("modules", "\n".join((*INITRD_MODULES, *ROOT_MODULES, *OPTIONAL_ROOT_MODULES)).encode())
+    add(
+        "modules",
+        "\n".join(
+            (*INITRD_MODULES, *INITRD_OPTIONAL_MODULES, *ROOT_MODULES, *OPTIONAL_ROOT_MODULES)
+        ).encode(),
+    )
     add("sources", "\n".join(sources).encode())
     return h.hexdigest()

@@ -16,6 +16,13 @@ from guest.image.errors import ImageError
 # Modules the initrd loads, in this order, to reach the verity root.
 INITRD_MODULES = ("virtio_pci", "virtio_blk", "dm_mod", "dm_verity", "erofs")
 
+# Loaded by the initrd after those when the kernel has them, before dm-verity's table
+# is set up: the kernel's SIMD sha256 (SHA-NI, AVX2, AVX or SSSE3, whichever the CPU
+# has), which dm-verity then picks over the built-in sha256-generic for every block
+# of the root it hashes. On a CPU without SSSE3 it does not load and verity keeps
+# sha256-generic.
+INITRD_OPTIONAL_MODULES = ("sha256_ssse3",)
+
 # Present only in newer kernels; recorded as missing in the manifest when absent.
 OPTIONAL_ROOT_MODULES = ("tdx_guest",)
 

@@ -25,6 +25,19 @@ done </etc/modules.order
 # shellcheck disable=SC2086  # one argument per module
 modprobe -a $names || fail "cannot load the kernel modules$names"
 
+# Optional: the CPU's fastest sha256 for dm-verity (guest/image/kernel.py); verity
+# falls back to the built-in sha256-generic without it.
+names=""
+while read -r module; do
+    module="${module##*/}"
+    names="$names ${module%.ko}"
+done </etc/modules.optional
+if [ -n "$names" ]; then
+    # shellcheck disable=SC2086  # one argument per module
+    modprobe -a $names 2>/dev/null ||
+        echo "contrast-initrd: optional modules$names not loaded; verity uses generic sha256" >/dev/console
+fi
+
 roothash="" blocks="" hashoffset="" salt=""
 read -r cmdline </proc/cmdline
 # shellcheck disable=SC2086  # split into its parameters

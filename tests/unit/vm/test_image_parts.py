@@ -7,8 +7,8 @@ import pytest
 
 from guest.image import cpio
 from guest.image.errors import ImageError
-from guest.image.initrd import resolve_in_root
-from guest.image.kernel import module_closure
+from guest.image.initrd import module_entries, resolve_in_root
+from guest.image.kernel import Kernel, module_closure
 from guest.image.sources import debian_sources
 from guest.image.verity import VerityRoot
 
@@ -80,6 +80,51 @@ def test_module_closure_orders_dependencies_and_softdeps(tmp_path: Path) -> None
         "kernel/fs/erofs/erofs.ko",
     ]
     assert missing == ["tdx_guest"]
+
+
+def initrd_modules(tmp_path: Path, *, simd_sha256: bool) -> dict[str, bytes]:
+    mods = tmp_path / "modules"
+    rels = {
+        "virtio_pci": "kernel/drivers/virtio/virtio_pci.ko",
+        "virtio_blk": "kernel/drivers/block/virtio_blk.ko",
+        "dm_mod": "kernel/drivers/md/dm-mod.ko",
+        "dm_verity": "kernel/drivers/md/dm-verity.ko",
+        "erofs": "kernel/fs/erofs/erofs.ko",
+    }
+    if simd_sha256:
+        rels["sha256_ssse3"] = "kernel/arch/x86/crypto/sha256-ssse3.ko"
+    for name, rel in rels.items():
+        (mods / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mods / rel).write_bytes(name.encode())
+    deps = {"kernel/drivers/md/dm-verity.ko": "kernel/drivers/md/dm-mod.ko"}
+    (mods / "modules.dep").write_text("".join(f"{r}: {deps.get(r, '')}\n" for r in rels.values()))
+    for name in ("modules.softdep", "modules.alias", "modules.builtin"):
+        (mods / name).write_text("")
+    kernel = Kernel("6.1.0-test", tmp_path / "vmlinuz", mods)
+    buf = io.BytesIO()
+    dirs: set[str] = set()
+    cpio.write(buf, module_entries(kernel, dirs))
+    assert "lib/modules/6.1.0-test/kernel/drivers/md" in dirs
+    return {name: body for name, (_, body) in read_newc(buf.getvalue()).items()}
+
+
+def test_initrd_loads_the_simd_sha256_for_verity_when_the_kernel_has_it(tmp_path: Path) -> None:
+    members = initrd_modules(tmp_path, simd_sha256=True)
+    sha = "kernel/arch/x86/crypto/sha256-ssse3.ko"
+    assert members["etc/modules.optional"] == f"{sha}\n".encode()
+    assert sha not in members["etc/modules.order"].decode()  # not required: may not load
+    assert f"{sha}:\n" in members["lib/modules/6.1.0-test/modules.dep"].decode()
+    assert members[f"lib/modules/6.1.0-test/{sha}"] == b"sha256_ssse3"
+    order = members["etc/modules.order"].decode().split()
+    assert order.index("kernel/drivers/md/dm-mod.ko") < order.index(
+        "kernel/drivers/md/dm-verity.ko"
+    )
+
+
+def test_initrd_without_the_simd_sha256_lists_no_optional_module(tmp_path: Path) -> None:
+    members = initrd_modules(tmp_path, simd_sha256=False)
+    assert members["etc/modules.optional"] == b""
+    assert len(members["etc/modules.order"].decode().split()) == 5
 
 
 def test_missing_required_module_is_an_error(tmp_path: Path) -> None:
