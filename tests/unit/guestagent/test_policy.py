@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +39,9 @@ CreateContainerRequest := {{"allowed": true, "ops": ops}} if {{
 
 ExecProcessRequest if {{ input.process.Args == ["ls"] }}
 """
+
+
+ARGS = ["echo", "hello"]
 
 
 def create(cid: str, args: list[str], image: str = PINNED) -> agent_pb2.CreateContainerRequest:
@@ -172,3 +178,70 @@ def test_jsonpatch_operations() -> None:
         jsonpatch.apply(doc, [{"op": "test", "path": "/pstate/a", "value": []}])
     with pytest.raises(jsonpatch.PatchError):
         jsonpatch.apply(doc, [{"op": "add", "path": "pstate", "value": 1}])
+
+
+class HeldCompile:
+    """Stands in for a policy's recompile: waits until released, then compiles."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.compile = policy._compile
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self) -> Any:
+        self.started.set()
+        assert self.release.wait(120), "never released"
+        return self.compile()
+
+
+def test_a_state_change_is_compiled_after_its_decision_and_before_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    policy = Policy(POLICY)
+    held = HeldCompile(policy)
+    monkeypatch.setattr(policy, "_compile", held)
+    gate = threading.Event()
+
+    async def main() -> None:
+        # Both requests queue behind a held job: the second is queued before the first
+        # is decided, so before its state change is compiled.
+        blocker = asyncio.ensure_future(policy.alone(lambda: gate.wait(120)))
+        first = asyncio.ensure_future(
+            policy.decide("CreateContainerRequest", policyinput.to_input(create("c1", ARGS)))
+        )
+        again = asyncio.ensure_future(
+            policy.decide("CreateContainerRequest", policyinput.to_input(create("c1", ARGS)))
+        )
+        await asyncio.sleep(0)
+        gate.set()
+        await blocker
+        # Handed over while its state change waits to be compiled (released only
+        # below: a decision that waited for the compile would never come)...
+        assert (await first).allowed
+        assert await asyncio.to_thread(held.started.wait, 120)
+        assert policy.state == {"pstate": {"c1": True}}
+        assert not again.done()
+        held.release.set()
+        # ...and the request queued meanwhile is decided on the new state: c1 exists.
+        assert not (await again).allowed
+
+    asyncio.run(main())
+
+
+def test_a_state_change_that_does_not_compile_disables_the_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    policy = Policy(POLICY)
+
+    def broken() -> Any:
+        raise PolicyError("policy.rego: policy does not compile: out of memory")
+
+    monkeypatch.setattr(policy, "_compile", broken)
+    assert decide(policy, create("c1", ARGS))  # decided before its state was compiled
+    later = policy.evaluate("CreateContainerRequest", policyinput.to_input(create("c2", ARGS)))
+    assert not later.allowed
+    assert later.reason == (
+        "policy state update failed: policy.rego: policy does not compile: out of memory: "
+        "the policy is disabled"
+    )
+    assert not policy.evaluate("ExecProcessRequest", {"process": {"Args": ["ls"]}}).allowed
