@@ -2,8 +2,10 @@
 
 They travel in ``AgentDetails.extra_features`` as ``key=value`` strings (the Kata
 message has no field for them): the root mount and its device-mapper identity, which
-proves the root is the dm-verity device, and the virtio block devices the guest sees
-(serial, size and device number).
+proves the root is the dm-verity device, the virtio block devices the guest sees
+(serial, size and device number), and which kernel implementations of the algorithms
+guarding the pod's data are in use (dm-verity's sha256 over the root, the secure image
+store's aes and sha256): generic C code or the CPU's instructions.
 """
 
 from __future__ import annotations
@@ -72,7 +74,34 @@ def block_devices(sys: Path = Path("/sys")) -> list[BlockDevice]:
     return devices
 
 
-def as_features(root: RootMount | None, devices: list[BlockDevice]) -> list[str]:
+# The kernel gives a new user of an algorithm (dm-verity's table, dm-crypt's xts(aes)
+# and hmac(sha256)) its registered implementation of highest priority.
+CRYPTO_ALGORITHMS = ("aes", "sha256")
+
+
+def crypto_drivers(proc: Path = Path("/proc")) -> dict[str, str]:
+    """For each of CRYPTO_ALGORITHMS, the driver of highest priority in /proc/crypto
+    (internal ones and ones whose self-test did not pass left out)."""
+    best: dict[str, tuple[int, str]] = {}
+    for block in _read(proc / "crypto").split("\n\n"):
+        fields = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        name, driver, priority = fields.get("name"), fields.get("driver"), fields.get("priority")
+        if name not in CRYPTO_ALGORITHMS or not driver or not (priority or "").isdigit():
+            continue
+        if fields.get("internal") == "yes" or fields.get("selftest", "passed") != "passed":
+            continue
+        if name not in best or int(priority or 0) > best[name][0]:
+            best[name] = (int(priority or 0), driver)
+    return {name: driver for name, (_, driver) in sorted(best.items())}
+
+
+def as_features(
+    root: RootMount | None, devices: list[BlockDevice], crypto: dict[str, str] | None = None
+) -> list[str]:
     """The facts as ``key=value`` strings, in a stable order."""
     features = []
     if root is not None:
@@ -88,4 +117,5 @@ def as_features(root: RootMount | None, devices: list[BlockDevice]) -> list[str]
         features.append(f"block.{dev.name}=serial:{dev.serial},bytes:{dev.size_bytes}")
         if dev.dev:
             features.append(f"block.{dev.name}.dev={dev.dev}")
+    features += [f"crypto.{name}={driver}" for name, driver in (crypto or {}).items()]
     return features

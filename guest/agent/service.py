@@ -152,7 +152,9 @@ class AgentService:
     async def GetGuestDetails(
         self, request: agent_pb2.GuestDetailsRequest, ctx: ttrpc.CallContext
     ) -> agent_pb2.GuestDetailsResponse:
-        features = details.as_features(details.root_mount(), details.block_devices())
+        features = details.as_features(
+            details.root_mount(), details.block_devices(), details.crypto_drivers()
+        )
         features += self.sandbox.leftovers()
         return agent_pb2.GuestDetailsResponse(
             agent_details=agent_pb2.AgentDetails(

@@ -41,6 +41,11 @@ ROOT_MODULES = (
     # The secure image store's authenc(hmac(sha256),xts(aes)) (hmac, sha256, aes built in).
     "xts",
     "authenc",
+    # Their implementations with the CPU's instructions (AES-NI; SHA-NI, AVX2, AVX or
+    # SSSE3): contrast-init loads them, since the kernel never asks for a module for an
+    # algorithm it has built in, so without them the store runs generic C code.
+    "aesni_intel",
+    "sha256_ssse3",
     "erofs",
     "overlay",
     "ext4",

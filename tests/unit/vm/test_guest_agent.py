@@ -73,6 +73,34 @@ def test_facts_from_proc_and_sys(tmp_path: Path) -> None:
     assert "block.vdb=serial:data1,bytes:1048576" in features
 
 
+def crypto_entry(name: str, driver: str, priority: int, **extra: str) -> str:
+    fields = {"name": name, "driver": driver, "module": "kernel", "priority": str(priority)}
+    fields |= {"refcnt": "1", "selftest": "passed", "internal": "no", "type": "cipher"} | extra
+    return "".join(f"{key:<13}: {value}\n" for key, value in fields.items())
+
+
+def test_crypto_facts_name_the_implementation_the_kernel_hands_out(tmp_path: Path) -> None:
+    (tmp_path / "crypto").write_text(
+        "\n".join(
+            [
+                crypto_entry("sha256", "sha256-generic", 100),
+                crypto_entry("aes", "aes-generic", 100),
+                crypto_entry("__aes", "__aes-aesni", 300, internal="yes"),
+                crypto_entry("aes", "aes-aesni", 300, module="aesni_intel"),
+                crypto_entry("sha256", "sha256-avx2", 170, module="sha256_ssse3"),
+                crypto_entry("sha256", "sha256-broken", 400, selftest="unknown"),
+                crypto_entry("sha256", "sha256-internal", 500, internal="yes"),
+                crypto_entry("xts(aes)", "xts-aes-aesni", 401),
+            ]
+        )
+    )
+    drivers = details.crypto_drivers(tmp_path)
+    assert drivers == {"aes": "aes-aesni", "sha256": "sha256-avx2"}
+    features = details.as_features(None, [], drivers)
+    assert features == ["crypto.aes=aes-aesni", "crypto.sha256=sha256-avx2"]
+    assert details.crypto_drivers(tmp_path / "absent") == {}
+
+
 def test_feature_strings_parse_back(tmp_path: Path) -> None:
     proc, sys = fake_system(tmp_path)
     reply = agent_pb2.GuestDetailsResponse(
