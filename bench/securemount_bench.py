@@ -12,6 +12,10 @@ encrypted store (SecureMount called first, as the wiring will): the pull's time 
 the guest's MemAvailable and Shmem (tmpfs) afterwards.
 
     .venv/bin/python -m bench.securemount_bench [--runs N] [--gib 10] [--pull-mib 256]
+        [--baseline-image DIR]
+
+``--baseline-image`` (an earlier image's ``build/guest/<key>`` copy) repeats the pull
+onto the store with that image, same run: how a change to the guest's crypto is seen.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from bench.vm_boot_bench import config
 from devkit import ocibuild as ob
 from devkit.registry import Registry
 from guest.image.build import ensure_image
-from guest.image.manifest import GuestImage
+from guest.image.manifest import GuestImage, load
 from tests.integration.guestagent import requests as rq
 from tests.integration.guestagent.conftest import AGENT_SERVICE
 
@@ -212,15 +216,25 @@ async def pull_once(
     )  # fmt: skip
 
 
-async def pull_part(image: GuestImage, directory: Path, mib: int) -> None:
+async def pull_part(
+    image: GuestImage, directory: Path, mib: int, baseline: GuestImage | None = None
+) -> None:
     built = pull_image(mib)
     with Registry(directory / "registry") as registry:
         digest = registry.upload(built.blobs, built.manifest, "bench/payload", "v1")
         ref = f"{registry.host}/bench/payload@{digest}"
         ram = await pull_once(image, directory, registry, ref, on_store=False)
         store = await pull_once(image, directory, registry, ref, on_store=True)
+        rows = [("into RAM (tmpfs store, today)", ram), ("onto the encrypted store", store)]
+        if baseline is not None:
+            rows.append(
+                (
+                    "the store, baseline image",
+                    await pull_once(baseline, directory, registry, ref, on_store=True),
+                )
+            )
     print(f"pull of an image with a {mib} MiB layer (uncompressed), VM 1024 MiB, same run:")
-    for label, r in (("into RAM (tmpfs store, today)", ram), ("onto the encrypted store", store)):
+    for label, r in rows:
         fmt = f", format {r.format_seconds:.1f} s first" if r.format_seconds else ""
         print(f"  {label:>30}: CreateContainer {r.pull_seconds:6.1f} s (guest pull "
               f"{r.guest_pull_seconds:.1f} s){fmt}; MemAvailable {r.available / MIB:6.0f} MiB, "
@@ -229,11 +243,13 @@ async def pull_part(image: GuestImage, directory: Path, mib: int) -> None:
     print(f"  memory kept free by the store: {saved:.0f} MiB for a {mib} MiB layer")
 
 
-async def main(runs: int, gib: int, pull_mib: int) -> None:
+async def main(runs: int, gib: int, pull_mib: int, baseline: Path | None = None) -> None:
     image = ensure_image()
     if pull_mib:
         with tempfile.TemporaryDirectory(prefix="smbench") as tmp:
-            await pull_part(image, Path(tmp), pull_mib)
+            await pull_part(image, Path(tmp), pull_mib, load(baseline) if baseline else None)
+    if not runs:
+        return
     big, small = gib << 30, 256 * MIB
     results: dict[int, list[tuple[float, int]]] = {big: [], small: []}
     with tempfile.TemporaryDirectory(prefix="smbench") as tmp:
@@ -257,8 +273,13 @@ async def main(runs: int, gib: int, pull_mib: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=1, help="format runs; 0: skip that part")
     parser.add_argument("--gib", type=int, default=10)
     parser.add_argument("--pull-mib", type=int, default=256, help="0: skip the pull part")
+    parser.add_argument(
+        "--baseline-image",
+        type=Path,
+        help="an earlier guest image's directory: the pull onto the store repeated with it",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.runs, args.gib, args.pull_mib))
+    asyncio.run(main(args.runs, args.gib, args.pull_mib, args.baseline_image))
