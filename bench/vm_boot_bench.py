@@ -177,11 +177,12 @@ async def main(runs: int, baseline: Path | None = None) -> None:
             config(ours.image, directory, "floor"), initrd=directory / "floor.img"
         )
         floor_initrd(floor_cfg.initrd)
-        for _ in range(runs):  # interleaved, so load on the machine hits all alike
+        for n in range(runs):  # interleaved, so load on the machine hits all alike
             floor.append(await boot_floor(floor_cfg))
-            if base is not None:
-                await base.boot(directory, "baseline")
-            await ours.boot(directory, "pod")
+            # The baseline first in every other round: neither always follows the floor.
+            order = [(base, "baseline"), (ours, "pod")] if base is not None else [(ours, "pod")]
+            for boots, name in order if n % 2 == 0 else reversed(order):
+                await boots.boot(directory, name)
     sizes = ours.image.manifest.sizes
     mib = 2**20
     f, o = statistics.median(floor), statistics.median(ours.ready)

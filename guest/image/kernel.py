@@ -42,8 +42,8 @@ ROOT_MODULES = (
     "xts",
     "authenc",
     # Their implementations with the CPU's instructions (AES-NI; SHA-NI, AVX2, AVX or
-    # SSSE3): contrast-init loads them, since the kernel never asks for a module for an
-    # algorithm it has built in, so without them the store runs generic C code.
+    # SSSE3): the store loads them before its format (guest/securemount/luks.py), since
+    # the kernel never asks for a module for an algorithm it has built in.
     "aesni_intel",
     "sha256_ssse3",
     "erofs",

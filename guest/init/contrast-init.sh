@@ -44,15 +44,9 @@ busybox mount -a -T /usr/lib/contrast/fstab
 echo contrast-pod-vm >/proc/sys/kernel/hostname
 
 # In the background: the agent waits for its port, the power button and (in
-# UpdateInterface) the pod's NIC to appear. The agent loads no modules itself. Then
-# the CPU's AES and sha256 implementations for the secure image store (dm-crypt,
-# dm-integrity; guest/image/kernel.py), long before its first SecureMount: on a CPU
-# without them the store keeps the kernel's generic ones.
+# UpdateInterface) the pod's NIC to appear. The agent loads no modules itself.
 { modprobe -a virtio_console virtio_net button evdev ||
-    echo "contrast-init: some kernel modules failed to load" >/dev/console
-  modprobe -a aesni_intel sha256_ssse3 2>/dev/null ||
-    echo "contrast-init: no AES-NI or SIMD sha256 here: the generic ones are used" >/dev/console
-} &
+    echo "contrast-init: some kernel modules failed to load" >/dev/console; } &
 
 # The guest agent and initdata processor (guest/init/__main__.py). -S: no site
 # module; every guest package is on PYTHONPATH, and site would only add

@@ -105,8 +105,7 @@ class SecureStore:
                 if self.mounted.device.device_id == device.device_id:
                     return self.mounted
                 raise StateError(
-                    f"secure mount of {device}: the image store is already on "
-                    f"{self.mounted.device}"
+                    f"secure mount of {device}: the image store is already on {self.mounted.device}"
                 )
             check_unused(device, self.sys)
             self._check_store(device)
@@ -140,6 +139,15 @@ class SecureStore:
         )
         return output
 
+    async def _load_cpu_crypto(self, device: BlockDevice) -> None:
+        """The CPU's aes and sha256 for the store (luks.CPU_CRYPTO_MODULES). Without them
+        (a CPU lacking the instructions) the kernel's generic ones do the same work, more
+        slowly: a warning, not a failure."""
+        try:
+            await self._run(device, "CPU crypto modules", luks.cpu_crypto_args())
+        except StepError as err:
+            log.warning("%s; the store uses the kernel's generic aes and sha256", err)
+
     async def _format_and_mount(self, device: BlockDevice) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.lock_dir.mkdir(parents=True, exist_ok=True)
@@ -151,6 +159,7 @@ class SecureStore:
             raise StepError(str(device), "key generation", str(err)) from err
         opened = False
         try:
+            await self._load_cpu_crypto(device)
             await self._run(device, "luksFormat", luks.format_args(device.path), key)
             await self._run(device, "header backup", luks.header_backup_args(device.path, backup))
             dump = await self._run(device, "header check", luks.dump_args(backup))

@@ -244,6 +244,9 @@ async def test_store_is_formatted_afresh_with_integrity(
     assert "cipher: aes-xts-plain64" in dump
     assert "integrity: hmac(sha256)" in dump
     assert "sector: 4096 [bytes]" in dump
+    # Its aes is the CPU's (AES-NI; TCG's max CPU has it too), loaded for the format.
+    facts = AgentClient.features(await node.client.guest_details())
+    assert facts["crypto.aes"] == "aes-aesni", facts
     # The host's header (and key) are gone.
     opened = run("cryptsetup", "open", "--test-passphrase", "--key-file", "-",
                  str(node.store_file), data=HOST_KEY, check=False)  # fmt: skip

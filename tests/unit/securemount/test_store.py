@@ -24,7 +24,7 @@ from guest.securemount.device import BlockDevice
 from guest.securemount.errors import DeviceError, InvalidRequest, StateError, StepError
 from tests.unit.securemount.test_luks_ext4 import DRY_RUN, HEADER
 
-pytestmark = pytest.mark.allow_programs("cryptsetup", "mkfs.ext4", "mount")
+pytestmark = pytest.mark.allow_programs("modprobe", "cryptsetup", "mkfs.ext4", "mount")
 
 FAKE = """#!{python}
 import json, os, sys
@@ -61,7 +61,7 @@ class Fakes:
             "header": HEADER, "dry_run": DRY_RUN, "mapper": str(self.mapper), "fail": [],
         }  # fmt: skip
         self.write_config()
-        for name in ("cryptsetup", "mkfs.ext4", "mount"):
+        for name in ("modprobe", "cryptsetup", "mkfs.ext4", "mount"):
             program = self.bin / name
             program.write_text(FAKE.format(python=sys.executable, here=str(self.bin)))
             program.chmod(0o755)
@@ -109,9 +109,7 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
 
 
 @pytest.fixture
-def make(
-    tmp_path: Path, fakes: Fakes, reaper: Reaper, monkeypatch: pytest.MonkeyPatch
-) -> Make:
+def make(tmp_path: Path, fakes: Fakes, reaper: Reaper, monkeypatch: pytest.MonkeyPatch) -> Make:
     disk = tmp_path / "vdc"
     disk.write_bytes(b"")
 
@@ -141,8 +139,9 @@ def make(
     return build
 
 
-FULL = ["cryptsetup luksFormat", "cryptsetup luksHeaderBackup", "cryptsetup luksDump",
-        "cryptsetup open", "mkfs.ext4 -n", "mkfs.ext4 -q", "mount -t"]  # fmt: skip
+FULL = ["modprobe -a", "cryptsetup luksFormat", "cryptsetup luksHeaderBackup",
+        "cryptsetup luksDump", "cryptsetup open", "mkfs.ext4 -n", "mkfs.ext4 -q",
+        "mount -t"]  # fmt: skip
 
 
 async def test_steps_in_order_and_the_key_on_stdin_only(
@@ -153,14 +152,15 @@ async def test_steps_in_order_and_the_key_on_stdin_only(
     mounted = await secure.mount("254:32", tmp_path / "images")
     assert fakes.steps() == FULL
     calls = fakes.calls()
-    key = calls[0]["stdin"]
+    assert calls[0]["argv"] == ["modprobe", "-a", "aesni_intel", "sha256_ssse3"]
+    key = calls[1]["stdin"]
     assert len(bytes.fromhex(key)) == 64
-    assert calls[3]["stdin"] == key  # open gets the same key, on stdin too
-    assert all(c["stdin"] == "" for i, c in enumerate(calls) if i not in (0, 3))
+    assert calls[4]["stdin"] == key  # open gets the same key, on stdin too
+    assert all(c["stdin"] == "" for i, c in enumerate(calls) if i not in (1, 4))
     everything = json.dumps([c["argv"] for c in calls]) + caplog.text
     assert key not in everything and key.upper() not in everything
     # Opened with the copy of the header in guest memory, which is gone afterwards.
-    opened = calls[3]["argv"]
+    opened = calls[4]["argv"]
     assert opened[opened.index("--header") + 1] == str(tmp_path / "work/header-vd32")
     assert not (tmp_path / "work/header-vd32").exists()
     # Block 0 of the mapping zeroed before mkfs (the fake made it all 0xff).
@@ -193,16 +193,27 @@ async def test_failed_step_names_device_and_step_and_closes_the_mapping(
     message = str(failed.value)
     assert message.startswith(f"secure mount of {tmp_path / 'vdc'} (254:32): mkfs.ext4 failed:")
     assert "simulated failure" in message
-    assert fakes.steps() == [*FULL[:6], "cryptsetup close"]
+    assert fakes.steps() == [*FULL[:7], "cryptsetup close"]
     assert not (fakes.mapper / "contrast-store").exists()
     assert secure.mounted is None
-    assert fakes.calls()[0]["stdin"] not in message
+    assert fakes.calls()[1]["stdin"] not in message
     # A retry formats afresh, under a new key.
     fakes.config["fail"] = []
     fakes.write_config()
     await secure.mount("254:32", tmp_path / "images")
     keys = [c["stdin"] for c in fakes.calls() if c["argv"][:2] == ["cryptsetup", "luksFormat"]]
     assert len(keys) == 2 and keys[0] != keys[1]
+
+
+async def test_without_the_cpu_crypto_modules_the_store_is_made_all_the_same(
+    make: Make, fakes: Fakes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fakes.config["fail"] = ["modprobe -a"]
+    fakes.write_config()
+    await make().mount("254:32", tmp_path / "images")
+    assert fakes.steps() == FULL
+    assert "CPU crypto modules failed" in caplog.text
+    assert "the store uses the kernel's generic aes and sha256" in caplog.text
 
 
 async def test_header_other_than_formatted_is_never_opened(
@@ -212,7 +223,7 @@ async def test_header_other_than_formatted_is_never_opened(
     fakes.write_config()
     with pytest.raises(StepError, match="header check failed: the tokens"):
         await make().mount("254:32", tmp_path / "images")
-    assert fakes.steps() == FULL[:3]  # no open, so nothing to close
+    assert fakes.steps() == FULL[:4]  # no open, so nothing to close
 
 
 async def test_refusals_before_anything_runs(make: Make, fakes: Fakes, tmp_path: Path) -> None:
