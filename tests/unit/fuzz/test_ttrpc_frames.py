@@ -63,7 +63,7 @@ async def server_example(chunks: list[bytes]) -> None:
     await server.serve_fd(good_theirs.detach())
     async with await ttrpc.Client.from_fd(good_ours.detach()) as client:
         reply = await client.call(SERVICE, "Echo", StringValue(value="alive"), StringValue)
-        assert reply.value == "alive"  # type: ignore[attr-defined]
+        assert reply.value == "alive"
     await asyncio.wait_for(server.close(timeout=5), BOUND)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from google.protobuf import (
     descriptor_pb2,
@@ -53,9 +54,16 @@ _POOL.Add(_echo)
 DESCRIPTOR: ServiceDescriptor = _POOL.FindServiceByName(SERVICE)
 
 
-def message(name: str) -> type[Message]:
-    """The message class for a google.protobuf well-known type, from our pool."""
+def message(name: str) -> Any:
+    """The message class for a google.protobuf well-known type, from our pool (Any: the
+    stubs' Message takes no field keywords since types-protobuf 7.35.1.20261122)."""
     return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"google.protobuf.{name}"))
+
+
+def typed(reply: Any) -> Message:
+    """A message made by one of these classes, as the Message it is."""
+    message: Message = reply
+    return message
 
 
 StringValue = message("StringValue")
@@ -97,7 +105,7 @@ class EchoImpl:
         if gate is not None:
             await gate.wait()
         self.completed.append(value)
-        return StringValue(value=value)
+        return typed(StringValue(value=value))
 
     async def Sleep(self, request: Message, ctx: ttrpc.CallContext) -> Message:
         self.started.append(request.value)  # type: ignore[attr-defined]
@@ -108,7 +116,7 @@ class EchoImpl:
             self.cancelled += 1
             raise
         self.finished += 1
-        return Empty()
+        return typed(Empty())
 
     async def Fail(self, request: Message, ctx: ttrpc.CallContext) -> Message:
         what = request.value  # type: ignore[attr-defined]
@@ -125,13 +133,13 @@ class EchoImpl:
     async def Meta(self, request: Message, ctx: ttrpc.CallContext) -> Message:
         self.contexts.append(ctx)
         text = ";".join(f"{k}={','.join(v)}" for k, v in sorted(ctx.metadata.items()))
-        return StringValue(value=text)
+        return typed(StringValue(value=text))
 
     async def Big(self, request: Message, ctx: ttrpc.CallContext) -> Message:
-        return BytesValue(value=b"x" * request.value)  # type: ignore[attr-defined]
+        return typed(BytesValue(value=b"x" * request.value))  # type: ignore[attr-defined]
 
     async def Wrong(self, request: Message, ctx: ttrpc.CallContext) -> Message:
-        return StringValue(value="not an Empty")
+        return typed(StringValue(value="not an Empty"))
 
     async def Watch(self, request: Message, ctx: ttrpc.CallContext) -> Message:
         raise AssertionError("streaming methods are never dispatched")

@@ -42,7 +42,7 @@ async def assert_server_serves(socket_path: Path) -> None:
     """A fresh, well-behaved client still gets answers."""
     async with await ttrpc.Client.connect_unix(socket_path) as client:
         reply = await client.call(SERVICE, "Echo", StringValue(value="alive"), StringValue)
-        assert reply.value == "alive"  # type: ignore[attr-defined]
+        assert reply.value == "alive"
 
 
 async def assert_echo_on(raw: RawPeer, stream_id: int, text: str = "same connection") -> None:
@@ -50,7 +50,7 @@ async def assert_echo_on(raw: RawPeer, stream_id: int, text: str = "same connect
     got_id, response = await raw.read_response()
     assert got_id == stream_id
     assert response.status.code == Code.OK
-    assert StringValue.FromString(response.payload).value == text  # type: ignore[attr-defined]
+    assert StringValue.FromString(response.payload).value == text
 
 
 async def test_well_formed_call_matches_go_encoding(raw: RawPeer) -> None:
@@ -108,7 +108,7 @@ async def test_reused_in_flight_stream_id_is_invalid_argument(
     stream_id, response = await raw.read_response()
     assert stream_id == 5
     assert response.status.code == Code.OK
-    assert StringValue.FromString(response.payload).value == "first"  # type: ignore[attr-defined]
+    assert StringValue.FromString(response.payload).value == "first"
     assert impl.completed == ["first"]
     await assert_echo_on(raw, 7)
     await assert_server_serves(socket_path)
@@ -233,7 +233,7 @@ async def test_pipelined_requests_in_one_write(raw: RawPeer) -> None:
     seen = {}
     for _ in range(50):
         stream_id, response = await raw.read_response()
-        seen[stream_id] = StringValue.FromString(response.payload).value  # type: ignore[attr-defined]
+        seen[stream_id] = StringValue.FromString(response.payload).value
     assert seen == {2 * i + 1: str(i) for i in range(50)}
 
 
@@ -324,7 +324,7 @@ async def test_peer_that_does_not_read_its_answers(
     for _ in range(count):
         stream_id, response = await raw.read_response()
         assert response.status.code == Code.OK
-        assert len(BytesValue.FromString(response.payload).value) == 1 << 20  # type: ignore[attr-defined]
+        assert len(BytesValue.FromString(response.payload).value) == 1 << 20
         seen.add(stream_id)
     assert seen == {2 * i + 1 for i in range(count)}
     await assert_echo_on(raw, 2 * count + 1)

@@ -28,7 +28,7 @@ NOBODY = 65534
 
 async def echo(client: ttrpc.Client, text: str) -> str:
     reply = await client.call(SERVICE, "Echo", StringValue(value=text), StringValue)
-    return str(reply.value)  # type: ignore[attr-defined]
+    return str(reply.value)
 
 
 def make_server(**kw: object) -> ttrpc.Server:
@@ -134,7 +134,7 @@ async def test_streams_on_both_sides() -> None:
     texts = [f"stream {i}" for i in range(20)]
     assert await asyncio.gather(*(echo(client, t) for t in texts)) == texts
     big = await client.call(SERVICE, "Big", Int64Value(value=3 << 20), BytesValue)
-    assert len(big.value) == 3 << 20  # type: ignore[attr-defined]
+    assert len(big.value) == 3 << 20
     await client.close()
     await asyncio.wait_for(connection.wait_closed(), 5)
     await server.close()
@@ -161,7 +161,7 @@ async def test_character_device_transport_over_a_pty() -> None:
         # Far more than a pty buffers (a few KiB): exercises partial writes and
         # flow control of the pipe transports in both directions.
         reply = await client.call(SERVICE, "Big", Int64Value(value=1 << 20), BytesValue)
-        assert reply.value == b"x" * (1 << 20)  # type: ignore[attr-defined]
+        assert reply.value == b"x" * (1 << 20)
         request = StringValue(value="y" * (512 << 10))
         assert (await client.call(SERVICE, "Echo", request, StringValue)) == request
         assert connection.peer is None  # no credentials on a character device
