@@ -165,6 +165,17 @@ class Boots:
             statistics.median(c.built for c in self.clocks),
         )
 
+    def figures(self) -> dict[str, float]:
+        """The medians compare() prints, by label."""
+        start, listening, built = self.guest_medians()
+        return {
+            "launch -> Health SERVING": statistics.median(self.ready),
+            "launch -> first checked reply": statistics.median(self.first),
+            "guest clock: interpreter started": start,
+            "  then listening after": listening - start,
+            "  then built after": built,
+        }
+
 
 async def main(runs: int, baseline: Path | None = None) -> None:
     ours = Boots(ensure_image())
@@ -233,25 +244,9 @@ async def main(runs: int, baseline: Path | None = None) -> None:
 def compare(base: Boots, ours: Boots, where: Path | None) -> None:
     """The baseline image's medians next to ours, booted alternately in the same run."""
     print(f"baseline image {where} (booted alternately with ours, medians: baseline -> ours):")
-    rows = [
-        ("launch -> Health SERVING", statistics.median(base.ready), statistics.median(ours.ready)),
-        (
-            "launch -> first checked reply",
-            statistics.median(base.first),
-            statistics.median(ours.first),
-        ),
-    ]
-    names = ("guest clock: interpreter started", "  then listening after", "  then built after")
-    b_start, b_listen, b_built = base.guest_medians()
-    o_start, o_listen, o_built = ours.guest_medians()
-    rows += zip(
-        names,
-        (b_start, b_listen - b_start, b_built),
-        (o_start, o_listen - o_start, o_built),
-        strict=True,
-    )
-    for name, before, after in rows:
-        print(f"  {name:34} {before:6.2f} -> {after:6.2f} s  ({after - before:+.2f} s)")
+    after = ours.figures()
+    for name, before in base.figures().items():
+        print(f"  {name:34} {before:6.2f} -> {after[name]:6.2f} s  ({after[name] - before:+.2f} s)")
 
 
 if __name__ == "__main__":

@@ -89,13 +89,14 @@ def crypto_drivers(proc: Path = Path("/proc")) -> dict[str, str]:
             key, sep, value = line.partition(":")
             if sep:
                 fields[key.strip()] = value.strip()
-        name, driver, priority = fields.get("name"), fields.get("driver"), fields.get("priority")
-        if name not in CRYPTO_ALGORITHMS or not driver or not (priority or "").isdigit():
+        name, driver = fields.get("name", ""), fields.get("driver", "")
+        priority = fields.get("priority", "")
+        if name not in CRYPTO_ALGORITHMS or not driver or not priority.isdigit():
             continue
         if fields.get("internal") == "yes" or fields.get("selftest", "passed") != "passed":
             continue
-        if name not in best or int(priority or 0) > best[name][0]:
-            best[name] = (int(priority or 0), driver)
+        if name not in best or int(priority) > best[name][0]:
+            best[name] = (int(priority), driver)
     return {name: driver for name, (_, driver) in sorted(best.items())}
 
 

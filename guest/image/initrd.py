@@ -109,13 +109,13 @@ def module_entries(kernel: Kernel, dirs: set[str]) -> list[cpio.Entry]:
     # each without dependencies, so modprobe loads exactly what it is named. The
     # optional ones follow with a second one whose failure is no error.
     base = f"lib/modules/{kernel.version}"
-    for rel in (*modules, *optional):
+    listed = (*modules, *optional)
+    for rel in listed:
         parent = PurePosixPath(base, rel).parent
         while str(parent) not in (".", "lib"):
             dirs.add(str(parent))
             parent = parent.parent
         members.append(cpio.file(f"{base}/{rel}", (kernel.modules_dir / rel).read_bytes()))
-    listed = (*modules, *optional)
     members.append(cpio.file(f"{base}/modules.dep", "".join(f"{m}:\n" for m in listed).encode()))
     members.append(cpio.file("etc/modules.order", "".join(m + "\n" for m in modules).encode()))
     members.append(cpio.file("etc/modules.optional", "".join(m + "\n" for m in optional).encode()))

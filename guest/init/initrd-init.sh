@@ -15,23 +15,24 @@ fail() {
     sleep 5
 }
 
+# The module names a list of the initrd's (one path per line) holds, space-separated.
+module_names() {
+    names=""
+    while read -r module; do
+        module="${module##*/}"
+        names="$names ${module%.ko}"
+    done <"$1"
+}
+
 # All in one modprobe (one exec; each costs tens of ms under TCG), in the order of
 # modules.order (dependencies first); the initrd's modules.dep names no dependencies.
-names=""
-while read -r module; do
-    module="${module##*/}"
-    names="$names ${module%.ko}"
-done </etc/modules.order
+module_names /etc/modules.order
 # shellcheck disable=SC2086  # one argument per module
 modprobe -a $names || fail "cannot load the kernel modules$names"
 
 # Optional: the CPU's fastest sha256 for dm-verity (guest/image/kernel.py); verity
 # falls back to the built-in sha256-generic without it.
-names=""
-while read -r module; do
-    module="${module##*/}"
-    names="$names ${module%.ko}"
-done </etc/modules.optional
+module_names /etc/modules.optional
 if [ -n "$names" ]; then
     # shellcheck disable=SC2086  # one argument per module
     modprobe -a $names 2>/dev/null ||
