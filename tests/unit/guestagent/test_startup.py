@@ -175,3 +175,33 @@ def test_the_guest_entry_imports_asyncio_without_tls_and_ssl_stays_importable() 
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_native_bench_starts_python_as_contrast_init_does() -> None:
+    # bench.guest_native compares the guest's Python part with the same start on the
+    # host: contrast-init's interpreter flags and the steps of its guest entry. A change
+    # to either must be carried over to bench/guest_native.py's FLAGS and ENTRY.
+    import inspect
+
+    from bench.guest_native import ENTRY, FLAGS
+    from guest.init.__main__ import main
+
+    root = Path(__file__).resolve().parents[3]
+    init = (root / "guest/init/contrast-init.sh").read_text()
+    starts = [line.strip() for line in init.splitlines() if line.strip().startswith("python3 ")]
+    assert len(starts) == 1, starts
+    assert starts[0].split()[1 : 1 + len(FLAGS)] == list(FLAGS)
+    entry = init.split("-c '", 1)[1].split("'", 1)[0]
+    assert entry == (
+        "import gc, sys; gc.disable(); from guest.init.__main__ import main; sys.exit(main())"
+    )
+    body = [line.strip() for line in inspect.getsource(main).splitlines()[1:] if line.strip()]
+    assert body == [
+        "import_asyncio_without_tls()",
+        "from guest.agent.__main__ import main as agent_main",
+        'if importlib.util.find_spec("guest.initdata.cli") is not None:',
+        "return agent_main([], before_policy=process_initdata)",
+        "return agent_main([])",
+    ]
+    for step in ("gc.disable()", "import_asyncio_without_tls()", "before_policy=process_initdata"):
+        assert step in ENTRY, step
