@@ -183,7 +183,8 @@ def print_cri(measured: CriRuns, floors: list[float], boots: list[float]) -> Non
         print("  (TCG: the guest's python3 start, the agent's imports, initdata and the policy's")
         print("  compile in a forked check run on an emulated CPU, each page read through erofs")
         print("  and dm-verity emulated too; the floor runs none of it. The guest agent's own")
-        print("  start and the network set-up are printed apart below.)")
+        print("  start and the network set-up are printed apart below; bench.vm_boot_bench")
+        print("  runs the same Python part natively next to its figure under TCG.)")
     if len(pulls) != len(ours):
         print("guest pull: no 'pulled' line in a pod-VM's console log; overhead not computed")
         return
