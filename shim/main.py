@@ -292,7 +292,7 @@ def delete_locally(config: daemon_settings.Settings, namespace: str, task_id: st
     # Only on this path: the state files, QEMU/QMP modules.
     from agent.sandbox.errors import SandboxError
     from agent.sandbox.state import StateStore
-    from agent.sandbox.vm_backend import kill_orphan
+    from agent.sandbox.vm_process import kill_orphan
 
     store = StateStore(config.state_dir)
     records, _ = store.load_all()

@@ -29,7 +29,8 @@ from agent.sandbox.backend import SandboxSpec
 from agent.sandbox.config import INITDATA_ANNOTATION
 from agent.sandbox.guest import GuestSandbox
 from agent.sandbox.state import VmRecord
-from agent.sandbox.vm_backend import PodVmBackend, kill_orphan
+from agent.sandbox.vm_backend import PodVmBackend
+from agent.sandbox.vm_process import kill_orphan
 from agent.vm.errors import SpawnSetupError
 from agent.vm.process import QemuProcess
 from api.containerd.task.v2 import shim_pb2
