@@ -1,4 +1,4 @@
-#!/bin/sh
+#!/bin/busybox sh
 # PID 1 of the pod-VM's verified root. Boot order: runtime mounts, then one Python
 # process: the guest agent listens (Health answers), the initdata processor (when
 # present) publishes the policy, the agent loads it and serves AgentService requests
@@ -37,15 +37,18 @@ if [ "$1" = prefetch ]; then
         $py/regopy/__pycache__/*.pyc >/dev/null 2>&1
 fi
 
-# busybox is static: under TCG every dynamically linked exec costs noticeable time,
-# and every exec some. The mounts are in /usr/lib/contrast/fstab (guest/init/contrast-fstab).
-busybox mkdir -p /dev/pts /dev/shm
-busybox mount -a -T /usr/lib/contrast/fstab
+# busybox's shell, not dash: busybox is static (under TCG every dynamically linked
+# exec costs noticeable time, and every exec some), and its shell runs its own
+# applets (mkdir, mount) in a fork, without an exec. A command named by its path
+# (modprobe, kmod's) is executed as usual. The mounts are in /usr/lib/contrast/fstab
+# (guest/init/contrast-fstab).
+mkdir -p /dev/pts /dev/shm
+mount -a -T /usr/lib/contrast/fstab
 echo contrast-pod-vm >/proc/sys/kernel/hostname
 
 # In the background: the agent waits for its port, the power button and (in
 # UpdateInterface) the pod's NIC to appear. The agent loads no modules itself.
-{ modprobe -a virtio_console virtio_net button evdev ||
+{ /usr/sbin/modprobe -a virtio_console virtio_net button evdev ||
     echo "contrast-init: some kernel modules failed to load" >/dev/console; } &
 
 # The guest agent and initdata processor (guest/init/__main__.py). -S: no site
