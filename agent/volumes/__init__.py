@@ -5,6 +5,9 @@ the pod-VM or refused with a message naming it; never silently dropped.
   (``<kubelet root>/pods/<uid>/...``) and its destination;
 - :mod:`agent.volumes.tree`: a host file or directory read into CopyFile requests,
   within a size cap;
+- :mod:`agent.volumes.provider`: what one mount becomes in the guest: its content
+  copied in with CopyFile (an atomic-writer volume one ``..data`` version at a time),
+  or an emptyDir's storage;
 - :mod:`agent.volumes.pod`: one pod's volumes: copies at container creation, kept
   current when the kubelet swaps ``..data``, the termination message back after exit.
 

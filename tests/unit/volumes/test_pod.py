@@ -13,9 +13,10 @@ import pytest
 
 from agent.sandbox.errors import GuestAgentError
 from agent.volumes import pod as pod_volumes
-from agent.volumes import tree
+from agent.volumes import provider, tree
 from agent.volumes.errors import VolumeError
-from agent.volumes.pod import PodVolumes, tmpfs_size
+from agent.volumes.pod import PodVolumes
+from agent.volumes.provider import tmpfs_size
 from api.kata import agent_pb2
 from devkit.kubelet import KubeletPod
 from guest.agent import copyfile
@@ -144,7 +145,7 @@ async def test_memory_empty_dir_is_a_tmpfs_of_the_hosts_size(
     kubelet: KubeletPod, guest: FakeGuest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = kubelet.empty_dir("mem", "/mem")
-    monkeypatch.setattr(pod_volumes, "tmpfs_size", lambda p: 64 << 20 if p == path else None)
+    monkeypatch.setattr(provider, "tmpfs_size", lambda p: 64 << 20 if p == path else None)
     prepared = await PodVolumes(guest, kubelet.root).prepare(
         CID, oci_mounts(kubelet.mounts(), tmp_path)
     )
