@@ -47,7 +47,7 @@ from guest.image.build import ensure_image
 from guest.image.manifest import GuestImage, load
 from guest.initdata.binding import insecure_cmdline
 from guest.initdata.disk import encode
-from guest.initdata.document import POLICY_NAME, create
+from guest.initdata.document import POLICY_NAME, Initdata, create
 
 FLOOR_INIT = b"#!/bin/busybox sh\n/bin/busybox poweroff -f\n"
 TARGET = 1.25
@@ -90,9 +90,14 @@ def floor_initrd(path: Path) -> None:
 ALLOW_ALL = "package agent_policy\n\ndefault AllowRequestsFailingPolicy := true\n"
 
 
+def boot_document() -> Initdata:
+    """The initdata document every boot of this bench processes (allow-all policy)."""
+    return create({POLICY_NAME: ALLOW_ALL})
+
+
 def config(image: GuestImage, directory: Path, name: str) -> VMConfig:
     # A real boot processes an initdata document before the agent starts.
-    document = create({POLICY_NAME: ALLOW_ALL})
+    document = boot_document()
     initdata = directory / f"{name}.initdata"
     initdata.write_bytes(encode(document.raw))
     return VMConfig(
@@ -220,8 +225,8 @@ async def main(runs: int, baseline: Path | None = None, native_runs: int = 5) ->
     )
     python = listening - start + built
     print(f"  the guest's Python part (interpreter start to policy in force): {python:.2f} s")
-    headroom = (TARGET - 1) * f
     if s > TARGET * f:
+        headroom = (TARGET - 1) * f
         if python > headroom:
             why = (
                 ": under TCG (no usable KVM on this machine) every guest instruction is "
@@ -248,7 +253,7 @@ async def main(runs: int, baseline: Path | None = None, native_runs: int = 5) ->
 
 def print_native(image: GuestImage, runs: int, python: float, floor: float) -> None:
     """The guest's Python part run natively (bench.guest_native) next to its figure here."""
-    document = create({POLICY_NAME: ALLOW_ALL})  # the boots' initdata (config)
+    document = boot_document()
     try:
         native = guest_native.medians(
             guest_native.measure(
